@@ -1,0 +1,1 @@
+"""riskml: a Dagster code location that turns weekly CRM risk snapshots into calibrated risk models."""

@@ -1,0 +1,161 @@
+"""The risk family: XGBoost P(lost) model, its calibrator and the evaluation report."""
+
+import json
+from typing import Literal, Optional
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from ..checks import gate_results, gate_specs
+from ..core import metrics as M
+from ..core import plots
+from ..core.evaluation import apply_calibrator, evaluate_risk, fit_risk_calibrator, report_markdown
+from ..core.features import LABEL
+from ..core.training import XGBParams, predict_raw, train_xgb_classifier
+from ..partitions import split_key, tenant_week
+from ..resources import MlflowTracking, RiskmlSettings
+from .common import OWNERS, md_table
+
+_common = dict(partitions_def=tenant_week, group_name="risk", owners=OWNERS, tags={"domain": "risk", "family": "risk"},
+               code_version="1")
+
+
+def _split(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    return df[df["split"] == name].reset_index(drop=True)
+
+
+class RiskModelConfig(dg.Config):
+    max_depth: int = Field(4, ge=1, le=12)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    n_estimators: int = Field(800, ge=1, description="Upper bound; early stopping on validation picks the number.")
+    early_stopping_rounds: int = 50
+    min_child_weight: float = 5.0
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    n_threads: int = Field(2, ge=1, description="XGBoost threads for this step (cores / concurrent steps).")
+    seed: int = 0
+
+
+@dg.asset(**_common, kinds={"xgboost", "mlflow"},
+          check_specs=gate_specs("risk_model", ("risk_model_beats_base_rate", "risk_model_not_overfit")),
+          description="XGBoost classifier of P(lost) (hist, early stopping on validation), stored as XGBoost JSON "
+                      "with its pinned feature manifest; tracked as an MLflow run.")
+def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskml: RiskmlSettings,
+               mlflow: MlflowTracking, balanced_train: pd.DataFrame, dataset_splits: pd.DataFrame,
+               feature_manifest: dict) -> dg.MaterializeResult:
+    tenant, week = split_key(context)
+    valid = _split(dataset_splits, "validation")
+    train_real = _split(dataset_splits, "train")
+    params = XGBParams(**config.model_dump())
+    art = train_xgb_classifier(balanced_train, valid, feature_manifest["features"], params, log=context.log.info)
+    p_tr, p_va = predict_raw(art, train_real), predict_raw(art, valid)
+    y_tr, y_va = train_real[LABEL].to_numpy(int), valid[LABEL].to_numpy(int)
+    auc_tr, auc_va = M.roc_auc(y_tr, p_tr), M.roc_auc(y_va, p_va)
+    art["metrics"] = {"auc_train": auc_tr, "auc_validation": auc_va, "brier_validation_raw": M.brier(y_va, p_va),
+                      "logloss_validation_raw": M.log_loss(y_va, p_va)}
+    art["manifest_fingerprint"] = feature_manifest["fingerprint"]
+    art["tenant"], art["week"] = tenant, week
+    with mlflow.start_run(context, run_name=f"risk/{tenant}/{week}",
+                          tags={"riskml.tenant": tenant, "riskml.week": week, "riskml.family": "risk",
+                                "riskml.feature_fingerprint": feature_manifest["fingerprint"]}) as run:
+        import mlflow as mlf
+
+        mlf.log_params({**{k: v for k, v in art["params"].items() if k != "extra"},
+                        "features": ",".join(art["features"]), "best_iteration": art["best_iteration"],
+                        "train_rows": art["train_rows"]})
+        mlf.log_metrics(art["metrics"])
+        mlf.log_dict(feature_manifest, "feature_manifest.json")
+        mlf.log_text(art["booster_json"], "model/xgboost_model.json")
+        art["mlflow_run_id"] = run.info.run_id
+    checks = gate_results(riskml.gates(), {"risk_model_beats_base_rate": auc_va,
+                                           "risk_model_not_overfit": auc_tr - auc_va}, log=context.log)
+    imp = pd.DataFrame(list(art["importance"].items()), columns=["feature", "share of gain"])
+    return dg.MaterializeResult(value=art, check_results=checks, metadata={
+        "auc_train": auc_tr, "auc_validation": auc_va, "best_iteration": art["best_iteration"],
+        "train_rows": art["train_rows"], "features": len(art["features"]),
+        "train_seconds": round(art["train_seconds"], 2),
+        "mlflow_run_id": art["mlflow_run_id"], "mlflow_run": dg.MetadataValue.url(mlflow.run_url(art["mlflow_run_id"])),
+        "feature_importance": dg.MetadataValue.md(
+            plots.png_markdown(plots.feature_importance_plot(art["importance"]), "feature importance")
+            + "\n\n" + md_table(imp, 30, ".3f")),
+    })
+
+
+class RiskCalibratorConfig(dg.Config):
+    method: Literal["auto", "platt", "isotonic", "none"] = Field(
+        "auto", description="auto = the lower cross-validated Brier of Platt and isotonic on validation rows.")
+    threshold: Optional[float] = Field(None, description="Fixed operating threshold; default: max F1 on validation.")
+    seed: int = 0
+
+
+@dg.asset(**_common, kinds={"scikitlearn"}, check_specs=gate_specs("risk_calibrator", ("risk_calibrator_ece",)),
+          description="Platt or isotonic calibration of the risk model, fit on the real, unresampled validation rows.")
+def risk_calibrator(context: dg.AssetExecutionContext, config: RiskCalibratorConfig, riskml: RiskmlSettings,
+                    risk_model: dict, dataset_splits: pd.DataFrame) -> dg.MaterializeResult:
+    valid = _split(dataset_splits, "validation")
+    p_raw, y = predict_raw(risk_model, valid), valid[LABEL].to_numpy(int)
+    cal = fit_risk_calibrator(p_raw, y, method=config.method, threshold=config.threshold, seed=config.seed)
+    v = cal["validation"]
+    context.log.info(f"calibrator {cal['method']}: {cal['selection']['reason']}; validation ECE "
+                     f"{v['ece_raw']:.4f} -> {v['ece_cv']:.4f} (cross-validated)")
+    checks = gate_results(riskml.gates(), {"risk_calibrator_ece": v["ece_cv"]}, log=context.log)
+    return dg.MaterializeResult(value=cal, check_results=checks, metadata={
+        "method": cal["method"], "threshold": cal["threshold"], **{k: float(x) for k, x in v.items()},
+        "selection": dg.MetadataValue.json(cal["selection"]),
+        "reliability_validation": dg.MetadataValue.md(plots.png_markdown(
+            plots.reliability_diagram(y, {"raw": p_raw, "calibrated": apply_calibrator(cal, p_raw)}),
+            "reliability on validation")),
+    })
+
+
+@dg.asset(**_common, kinds={"python", "mlflow"},
+          check_specs=gate_specs("risk_evaluation", ("risk_evaluation_ece", "risk_evaluation_beats_baselines")),
+          description="Evaluation report on the test split: AUC, log-loss, Brier, ECE, precision/recall/F1 at the "
+                      "operating threshold, MSE/MAE/RMSE/R2, baselines, feature importance, largest errors, "
+                      "reliability diagram.")
+def risk_evaluation(context: dg.AssetExecutionContext, riskml: RiskmlSettings, mlflow: MlflowTracking,
+                    risk_model: dict, risk_calibrator: dict, dataset_splits: pd.DataFrame) -> dg.MaterializeResult:
+    tenant, week = split_key(context)
+    test = _split(dataset_splits, "test")
+    train = _split(dataset_splits, "train")
+    p_raw = predict_raw(risk_model, test)
+    p_cal = apply_calibrator(risk_calibrator, p_raw)
+    report = evaluate_risk(test, p_raw, p_cal, threshold=risk_calibrator["threshold"],
+                           train_base_rate=float(train[LABEL].mean()), importance=risk_model["importance"])
+    y = test[LABEL].to_numpy(int)
+    curves = {"calibrated model": p_cal, "uncalibrated model": p_raw}
+    if report["baseline_risk_score"]:
+        curves["CRM risk_score"] = test["baseline_risk_score"].to_numpy(float).clip(0, 1)
+    rel_png = plots.reliability_diagram(y, curves)
+    imp_png = plots.feature_importance_plot(risk_model["importance"])
+    md = report_markdown(report, f"Risk model evaluation — {tenant} | {week}", {
+        "Reliability diagram (test split)": plots.png_markdown(rel_png, "reliability diagram"),
+        "Feature importance": plots.png_markdown(imp_png, "feature importance"),
+    })
+    c = report["calibrated"]
+    checks = gate_results(riskml.gates(), {"risk_evaluation_ece": c["ece"],
+                                           "risk_evaluation_beats_baselines": report["brier_skill"]}, log=context.log)
+    report["gates"] = {r.check_name: bool(r.passed) for r in checks}
+    report["gates_passed"] = all(report["gates"].values())
+    report["tenant"], report["week"] = tenant, week
+    report["mlflow_run_id"] = risk_model.get("mlflow_run_id")
+    if report["mlflow_run_id"]:
+        mlflow.log_to_run(report["mlflow_run_id"],
+                          metrics={f"test_{k}": c[k] for k in ("auc", "brier", "ece", "log_loss", "f1", "precision", "recall")}
+                          | {"test_brier_skill": report["brier_skill"]},
+                          tags={"riskml.gates_passed": report["gates_passed"]},
+                          texts={"evaluation_report.md": md, "evaluation_report.json": json.dumps(report, default=str)})
+    context.log.info(f"risk_evaluation {tenant}|{week}: AUC {c['auc']:.4f}, Brier {c['brier']:.4f}, "
+                     f"ECE {c['ece']:.4f}, gates passed: {report['gates_passed']}")
+    return dg.MaterializeResult(value=report, check_results=checks, metadata={
+        "report": dg.MetadataValue.md(md),
+        "auc": c["auc"], "brier": c["brier"], "ece": c["ece"], "log_loss": c["log_loss"], "f1": c["f1"],
+        "precision": c["precision"], "recall": c["recall"], "brier_skill": report["brier_skill"],
+        "test_rows": report["rows"],
+        **({"mlflow_run": dg.MetadataValue.url(mlflow.run_url(report["mlflow_run_id"]))} if report["mlflow_run_id"] else {}),
+    })
+
+
+risk_assets = [risk_model, risk_calibrator, risk_evaluation]

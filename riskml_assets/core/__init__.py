@@ -1,0 +1,1 @@
+"""Pure logic of riskml. Nothing in this package imports dagster."""

@@ -1,0 +1,681 @@
+"""The one metrics module of riskml: classification, regression, quantile, ranking and significance.
+
+Every function takes array-likes (lists, numpy arrays, pandas Series), validates them and returns
+plain python floats (counts as python ints, reports as dicts of those). Invalid input raises a
+``ValueError`` naming the argument: different lengths, empty arrays, NaN/inf, labels that are not
+0/1, probabilities outside [0, 1].
+
+Conventions that matter when reading numbers:
+
+* Undefined metrics are ``nan`` rather than an arbitrary number: AUC with one class only, R^2 when
+  ``y`` is constant, MAPE when every ``|y| < eps``, a ranking mean over zero eligible queries.
+* A row is predicted positive when ``p >= threshold``.
+* Ranking ties in the scores are broken by the stable order of the input (the item that comes first
+  in the input ranks higher); see :func:`ndcg_at_k`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    # classification
+    "roc_auc", "log_loss", "brier", "ece", "reliability_table", "threshold_metrics",
+    "best_f1_threshold", "classification_report",
+    # regression
+    "mse", "mae", "rmse", "r2", "mape", "regression_report",
+    # quantiles
+    "pinball_loss", "interval_coverage", "quantile_crossing_rate", "quantile_report", "alpha_tag",
+    # ranking
+    "group_by_query", "ndcg_at_k", "precision_at_k", "recall_at_k", "mean_average_precision",
+    "ranking_report",
+    # significance
+    "paired_bootstrap_delta", "delong_test",
+]
+
+BIN_STRATEGIES = ("uniform", "quantile")
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
+
+def _arr(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
+    """A finite one-dimensional float array, or a ValueError naming ``name``."""
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if a.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise ValueError(f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf)")
+    return a
+
+
+def _same_length(**arrays: np.ndarray) -> None:
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        desc = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise ValueError(f"arrays must have the same length, got {desc}")
+
+
+def _binary(y: np.ndarray, name: str = "y") -> np.ndarray:
+    bad = (y != 0) & (y != 1)
+    if bad.any():
+        examples = np.unique(y[bad])[:5].tolist()
+        raise ValueError(f"{name} must contain only 0 and 1, found {examples}")
+    return y
+
+
+def _probs(p: np.ndarray, name: str = "p") -> np.ndarray:
+    if p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError(f"{name} must be probabilities in [0, 1], got range [{p.min():g}, {p.max():g}]")
+    return p
+
+
+def _yp(y: Any, p: Any, *, probs: bool = True, p_name: str = "p") -> tuple[np.ndarray, np.ndarray]:
+    """Validated binary labels and scores of equal length."""
+    y = _binary(_arr(y, "y"))
+    p = _arr(p, p_name)
+    _same_length(y=y, **{p_name: p})
+    if probs:
+        _probs(p, p_name)
+    return y, p
+
+
+def _pos_int(k: Any, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _reg(y: Any, yhat: Any, yhat_name: str = "yhat") -> tuple[np.ndarray, np.ndarray]:
+    y = _arr(y, "y")
+    yhat = _arr(yhat, yhat_name)
+    _same_length(y=y, **{yhat_name: yhat})
+    return y, yhat
+
+
+# --------------------------------------------------------------------------------------------
+# classification
+# --------------------------------------------------------------------------------------------
+
+def roc_auc(y: Any, p: Any) -> float:
+    """Area under the ROC curve; tied scores count one half (as sklearn). ``nan`` with one class only.
+
+    ``p`` may be any finite score, not only a probability.
+    """
+    y, p = _yp(y, p, probs=False)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(p)  # midranks for ties
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(y: Any, p: Any, eps: float = 1e-15) -> float:
+    """Mean negative log-likelihood, with ``p`` clipped to ``[eps, 1 - eps]``."""
+    y, p = _yp(y, p)
+    if not (0.0 < eps < 0.5):
+        raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
+    p = np.clip(p, eps, 1.0 - eps)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+
+
+def brier(y: Any, p: Any) -> float:
+    """Brier score: mean of ``(p - y)^2``."""
+    y, p = _yp(y, p)
+    return float(np.mean((p - y) ** 2))
+
+
+def _bin_edges(p: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
+    n_bins = _pos_int(n_bins, "n_bins")
+    if strategy == "uniform":
+        return np.linspace(0.0, 1.0, n_bins + 1)
+    if strategy == "quantile":
+        edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1)))
+        if len(edges) == 1:  # every prediction equal: one bin holding all of them
+            edges = np.array([edges[0], edges[0]])
+        return edges
+    raise ValueError(f"strategy must be one of {BIN_STRATEGIES}, got {strategy!r}")
+
+
+def _bin_index(p: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    # bins are [lower, upper) except the last one, which also holds its upper edge
+    return np.searchsorted(edges[1:-1], p, side="right")
+
+
+def reliability_table(y: Any, p: Any, n_bins: int = 10, strategy: str = "uniform") -> pd.DataFrame:
+    """Per-bin calibration table with columns bin, lower, upper, count, mean_pred, frac_pos.
+
+    ``strategy="uniform"`` uses ``n_bins`` equal-width bins on [0, 1]; ``"quantile"`` uses quantiles
+    of ``p`` as edges (duplicate edges merged, so there may be fewer bins). Bins are
+    ``[lower, upper)``, the last one closed. Empty bins are listed with count 0 and NaN means.
+    """
+    y, p = _yp(y, p)
+    edges = _bin_edges(p, n_bins, strategy)
+    nb = len(edges) - 1
+    idx = _bin_index(p, edges)
+    count = np.bincount(idx, minlength=nb)
+    sum_p = np.bincount(idx, weights=p, minlength=nb)
+    sum_y = np.bincount(idx, weights=y, minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pred = np.where(count > 0, sum_p / np.maximum(count, 1), np.nan)
+        frac_pos = np.where(count > 0, sum_y / np.maximum(count, 1), np.nan)
+    return pd.DataFrame({
+        "bin": np.arange(nb, dtype=int),
+        "lower": edges[:-1],
+        "upper": edges[1:],
+        "count": count.astype(int),
+        "mean_pred": mean_pred,
+        "frac_pos": frac_pos,
+    })
+
+
+def ece(y: Any, p: Any, n_bins: int = 10, strategy: str = "uniform") -> float:
+    """Expected calibration error: ``sum_b (n_b / N) * |mean(y_b) - mean(p_b)|`` over non-empty bins.
+
+    Binning as in :func:`reliability_table`.
+    """
+    t = reliability_table(y, p, n_bins=n_bins, strategy=strategy)
+    t = t[t["count"] > 0]
+    n = t["count"].sum()
+    return float((t["count"] / n * (t["frac_pos"] - t["mean_pred"]).abs()).sum())
+
+
+def threshold_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Confusion counts and precision/recall/F1/accuracy when ``p >= threshold`` predicts positive.
+
+    Conventions: precision is 0 when nothing is predicted positive, recall is 0 when there is no
+    positive row, F1 is 0 when precision + recall is 0.
+    """
+    y, p = _yp(y, p, probs=False)
+    threshold = float(threshold)
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    pred = p >= threshold
+    pos = y == 1
+    tp = int(np.sum(pred & pos))
+    fp = int(np.sum(pred & ~pos))
+    fn = int(np.sum(~pred & pos))
+    tn = int(np.sum(~pred & ~pos))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "threshold": threshold, "precision": float(precision), "recall": float(recall),
+        "f1": float(f1), "accuracy": float((tp + tn) / len(y)),
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+    }
+
+
+def best_f1_threshold(y: Any, p: Any) -> float:
+    """The threshold (one of the observed scores) that maximises F1 under ``p >= threshold``.
+
+    Among equally good thresholds the highest one is returned. With no positive row F1 is 0
+    everywhere and 0.5 is returned by convention.
+    """
+    y, p = _yp(y, p, probs=False)
+    n_pos = y.sum()
+    if n_pos == 0:
+        return 0.5
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    tp = np.cumsum(ys)
+    last_of_value = np.r_[ps[1:] != ps[:-1], True]  # cut after the last row of each distinct score
+    idx = np.flatnonzero(last_of_value)
+    f1 = 2.0 * tp[idx] / ((idx + 1) + n_pos)
+    return float(ps[idx[int(np.argmax(f1))]])
+
+
+def classification_report(y: Any, p: Any, threshold: float = 0.5, n_bins: int = 10) -> dict[str, Any]:
+    """All classification metrics of probabilities ``p`` against 0/1 labels ``y``.
+
+    Keys: n, positives, base_rate, auc, log_loss, brier, ece (uniform bins), threshold, precision,
+    recall, f1, accuracy, and the "probability as regression" metrics mse, mae, rmse, r2 of ``p``
+    against ``y`` (mse equals brier).
+    """
+    y, p = _yp(y, p)
+    tm = threshold_metrics(y, p, threshold)
+    reg = regression_report(y, p)
+    return {
+        "n": int(len(y)),
+        "positives": int(y.sum()),
+        "base_rate": float(y.mean()),
+        "auc": roc_auc(y, p),
+        "log_loss": log_loss(y, p),
+        "brier": brier(y, p),
+        "ece": ece(y, p, n_bins=n_bins),
+        "threshold": tm["threshold"],
+        "precision": tm["precision"],
+        "recall": tm["recall"],
+        "f1": tm["f1"],
+        "accuracy": tm["accuracy"],
+        "mse": reg["mse"],
+        "mae": reg["mae"],
+        "rmse": reg["rmse"],
+        "r2": reg["r2"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# regression
+# --------------------------------------------------------------------------------------------
+
+def mse(y: Any, yhat: Any) -> float:
+    """Mean squared error."""
+    y, yhat = _reg(y, yhat)
+    return float(np.mean((y - yhat) ** 2))
+
+
+def mae(y: Any, yhat: Any) -> float:
+    """Mean absolute error."""
+    y, yhat = _reg(y, yhat)
+    return float(np.mean(np.abs(y - yhat)))
+
+
+def rmse(y: Any, yhat: Any) -> float:
+    """Root mean squared error."""
+    return float(math.sqrt(mse(y, yhat)))
+
+
+def r2(y: Any, yhat: Any) -> float:
+    """Coefficient of determination ``1 - SS_res / SS_tot``; ``nan`` when ``y`` is constant."""
+    y, yhat = _reg(y, yhat)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    if ss_tot == 0.0:
+        return float("nan")
+    return float(1.0 - np.sum((y - yhat) ** 2) / ss_tot)
+
+
+def mape(y: Any, yhat: Any, eps: float = 1e-8) -> float:
+    """Mean absolute percentage error as a fraction (0.1 = 10 %).
+
+    Rows with ``|y| < eps`` are ignored (the ratio is meaningless there); ``nan`` if none is left.
+    """
+    y, yhat = _reg(y, yhat)
+    keep = np.abs(y) >= eps
+    if not keep.any():
+        return float("nan")
+    return float(np.mean(np.abs(y[keep] - yhat[keep]) / np.abs(y[keep])))
+
+
+def regression_report(y: Any, yhat: Any) -> dict[str, Any]:
+    """Keys: n, mse, mae, rmse, r2, mape, bias (mean of ``yhat - y``)."""
+    y, yhat = _reg(y, yhat)
+    m = mse(y, yhat)
+    return {
+        "n": int(len(y)),
+        "mse": m,
+        "mae": mae(y, yhat),
+        "rmse": float(math.sqrt(m)),
+        "r2": r2(y, yhat),
+        "mape": mape(y, yhat),
+        "bias": float(np.mean(yhat - y)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# quantiles
+# --------------------------------------------------------------------------------------------
+
+def _alpha(alpha: Any) -> float:
+    a = float(alpha)
+    if not (0.0 < a < 1.0):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    return a
+
+
+def alpha_tag(alpha: float) -> str:
+    """Short name of a quantile level for metric keys: 0.1 -> 'p10', 0.5 -> 'p50', 0.025 -> 'p2.5'."""
+    return f"p{round(100.0 * _alpha(alpha), 6):g}"
+
+
+def pinball_loss(y: Any, q_pred: Any, alpha: float) -> float:
+    """Mean pinball (quantile) loss ``max(alpha * (y - q), (alpha - 1) * (y - q))`` at level alpha."""
+    y, q = _reg(y, q_pred, "q_pred")
+    a = _alpha(alpha)
+    d = y - q
+    return float(np.mean(np.maximum(a * d, (a - 1.0) * d)))
+
+
+def interval_coverage(y: Any, lo: Any, hi: Any) -> float:
+    """Share of rows with ``lo <= y <= hi`` (a row with ``lo > hi`` is never covered)."""
+    y = _arr(y, "y")
+    lo = _arr(lo, "lo")
+    hi = _arr(hi, "hi")
+    _same_length(y=y, lo=lo, hi=hi)
+    return float(np.mean((lo <= y) & (y <= hi)))
+
+
+def _qmatrix(Q: Any) -> np.ndarray:
+    try:
+        q = np.asarray(Q, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Q must be numeric: {exc}") from None
+    if q.ndim != 2 or q.shape[0] == 0 or q.shape[1] == 0:
+        raise ValueError(f"Q must be a non-empty (n_rows, n_quantiles) matrix, got shape {q.shape}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError(f"Q contains {int((~np.isfinite(q)).sum())} non-finite value(s) (NaN or inf)")
+    return q
+
+
+def quantile_crossing_rate(Q: Any) -> float:
+    """Share of rows of the (n, k) quantile matrix (columns in increasing alpha) that are not sorted."""
+    q = _qmatrix(Q)
+    if q.shape[1] < 2:
+        return 0.0
+    return float(np.mean(np.any(np.diff(q, axis=1) < 0, axis=1)))
+
+
+def quantile_report(y: Any, Q: Any, alphas: Sequence[float]) -> dict[str, Any]:
+    """Metrics of an (n, k) matrix of predicted quantiles at strictly increasing levels ``alphas``.
+
+    Keys: n, crossing_rate, mean_pinball, per level ``pinball_<tag>`` and ``below_<tag>`` (share of
+    ``y <= q``, ideally alpha) with tags from :func:`alpha_tag`, and with k >= 2 the outermost
+    interval's ``coverage`` and ``nominal_coverage`` (``alphas[-1] - alphas[0]``).
+    """
+    y = _arr(y, "y")
+    q = _qmatrix(Q)
+    al = [_alpha(a) for a in alphas]
+    if q.shape[0] != len(y):
+        raise ValueError(f"Q has {q.shape[0]} rows but y has {len(y)}")
+    if q.shape[1] != len(al):
+        raise ValueError(f"Q has {q.shape[1]} columns but {len(al)} alphas were given")
+    if any(b <= a for a, b in zip(al, al[1:])):
+        raise ValueError(f"alphas must be strictly increasing, got {al}")
+    out: dict[str, Any] = {"n": int(len(y)), "crossing_rate": quantile_crossing_rate(q)}
+    losses = []
+    for j, a in enumerate(al):
+        tag = alpha_tag(a)
+        loss = pinball_loss(y, q[:, j], a)
+        losses.append(loss)
+        out[f"pinball_{tag}"] = loss
+        out[f"below_{tag}"] = float(np.mean(y <= q[:, j]))
+    out["mean_pinball"] = float(np.mean(losses))
+    if len(al) >= 2:
+        out["coverage"] = interval_coverage(y, q[:, 0], q[:, -1])
+        out["nominal_coverage"] = float(al[-1] - al[0])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# ranking
+# --------------------------------------------------------------------------------------------
+
+def group_by_query(query_ids: Any, relevance: Any, scores: Any) -> tuple[list[Any], list[np.ndarray], list[np.ndarray]]:
+    """Split flat arrays into per-query arrays.
+
+    Returns ``(query_keys, relevance_by_query, scores_by_query)``; queries in order of first
+    appearance and items inside a query in input order (which is what breaks score ties).
+    """
+    qid = np.asarray(query_ids)
+    if qid.ndim != 1:
+        raise ValueError(f"query_ids must be one-dimensional, got shape {qid.shape}")
+    rel = _arr(relevance, "relevance")
+    sc = _arr(scores, "scores")
+    _same_length(query_ids=qid, relevance=rel, scores=sc)
+    codes, uniques = pd.factorize(qid, use_na_sentinel=True)
+    if (codes < 0).any():
+        raise ValueError(f"query_ids contains {int((codes < 0).sum())} missing value(s)")
+    order = np.argsort(codes, kind="stable")
+    cuts = np.flatnonzero(np.diff(codes[order])) + 1
+    parts = np.split(order, cuts)
+    keys = [u.item() if hasattr(u, "item") else u for u in uniques]
+    return keys, [rel[i] for i in parts], [sc[i] for i in parts]
+
+
+def _queries(relevance_by_query: Any, scores_by_query: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs (relevance, scores) per query from two sequences or two mappings with the same keys."""
+    if isinstance(relevance_by_query, Mapping):
+        if not isinstance(scores_by_query, Mapping):
+            raise ValueError("relevance_by_query is a mapping, so scores_by_query must be one too")
+        missing = set(relevance_by_query) ^ set(scores_by_query)
+        if missing:
+            raise ValueError(f"relevance and scores have different query keys, e.g. {sorted(map(str, missing))[:5]}")
+        keys = list(relevance_by_query)
+        pairs = [(k, relevance_by_query[k], scores_by_query[k]) for k in keys]
+    else:
+        rels, scs = list(relevance_by_query), list(scores_by_query)
+        if len(rels) != len(scs):
+            raise ValueError(f"got relevance for {len(rels)} queries but scores for {len(scs)}")
+        pairs = [(i, r, s) for i, (r, s) in enumerate(zip(rels, scs))]
+    out = []
+    for key, r, s in pairs:
+        r = _arr(r, f"relevance of query {key!r}", allow_empty=True)
+        s = _arr(s, f"scores of query {key!r}", allow_empty=True)
+        if len(r) != len(s):
+            raise ValueError(f"query {key!r}: {len(r)} relevance values but {len(s)} scores")
+        if (r < 0).any():
+            raise ValueError(f"query {key!r}: relevance must be >= 0")
+        out.append((r, s))
+    return out
+
+
+def _ranked(rel: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Relevance in ranked order: score descending, ties kept in input order (stable sort)."""
+    return rel[np.argsort(-score, kind="stable")]
+
+
+def _dcg(rel_ranked: np.ndarray, k: int) -> float:
+    r = rel_ranked[:k]
+    return float(np.sum((np.power(2.0, r) - 1.0) / np.log2(np.arange(2, len(r) + 2))))
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def ndcg_at_k(relevance_by_query: Any, scores_by_query: Any, k: int, skip_empty: bool = False) -> float:
+    """Mean NDCG@k over queries with graded gains ``(2^rel - 1) / log2(rank + 1)``, rank from 1.
+
+    Inputs are per-query arrays: two equally long sequences, or two mappings with the same keys
+    (see :func:`group_by_query` for flat arrays). Ties in the scores are broken by the stable
+    order of the input: among equal scores the item given first ranks higher (sklearn's
+    ``ndcg_score`` instead averages over tied orderings, so the two differ when scores tie).
+
+    A query without any relevant item (all relevance 0, or no items) has no ideal DCG. By default it
+    contributes NDCG 0 and is counted in the mean; with ``skip_empty=True`` it is left out.
+    ``nan`` when no query is counted.
+    """
+    k = _pos_int(k, "k")
+    vals = []
+    for rel, sc in _queries(relevance_by_query, scores_by_query):
+        ideal = _dcg(np.sort(rel)[::-1], k)
+        if ideal == 0.0:
+            if not skip_empty:
+                vals.append(0.0)
+            continue
+        vals.append(_dcg(_ranked(rel, sc), k) / ideal)
+    return _mean(vals)
+
+
+def precision_at_k(relevance_by_query: Any, scores_by_query: Any, k: int,
+                   skip_empty: bool = False, adaptive_k: bool = False) -> float:
+    """Mean over queries of (relevant items in the top k) / k; relevant means relevance > 0.
+
+    The denominator is k even when a query has fewer than k items (the standard definition), unless
+    ``adaptive_k=True``, which divides by ``min(k, n_items)``. A query with no relevant item counts
+    as precision 0 by default, or is left out with ``skip_empty=True``. Ties as in :func:`ndcg_at_k`.
+    """
+    k = _pos_int(k, "k")
+    vals = []
+    for rel, sc in _queries(relevance_by_query, scores_by_query):
+        n_rel = int((rel > 0).sum())
+        if n_rel == 0 and skip_empty:
+            continue
+        if len(rel) == 0:
+            vals.append(0.0)
+            continue
+        hits = int((_ranked(rel, sc)[:k] > 0).sum())
+        vals.append(hits / (min(k, len(rel)) if adaptive_k else k))
+    return _mean(vals)
+
+
+def recall_at_k(relevance_by_query: Any, scores_by_query: Any, k: int) -> float:
+    """Mean over queries of (relevant items in the top k) / (relevant items of the query).
+
+    Queries without a relevant item have no recall and are always skipped; ``nan`` if none is left.
+    Ties as in :func:`ndcg_at_k`.
+    """
+    k = _pos_int(k, "k")
+    vals = []
+    for rel, sc in _queries(relevance_by_query, scores_by_query):
+        n_rel = int((rel > 0).sum())
+        if n_rel == 0:
+            continue
+        vals.append(int((_ranked(rel, sc)[:k] > 0).sum()) / n_rel)
+    return _mean(vals)
+
+
+def mean_average_precision(relevance_by_query: Any, scores_by_query: Any, k: int | None = None,
+                           skip_empty: bool = True) -> float:
+    """MAP: mean over queries of average precision, relevance > 0 counting as relevant.
+
+    AP = (1/R) * sum over ranks i holding a relevant item of precision@i, R the number of relevant
+    items of the query. With ``k`` only the top k ranks count and R becomes ``min(R, k)``.
+    A query without a relevant item has no AP: skipped by default, counted as 0 with
+    ``skip_empty=False``. Ties as in :func:`ndcg_at_k`.
+    """
+    if k is not None:
+        k = _pos_int(k, "k")
+    vals = []
+    for rel, sc in _queries(relevance_by_query, scores_by_query):
+        n_rel = int((rel > 0).sum())
+        if n_rel == 0:
+            if not skip_empty:
+                vals.append(0.0)
+            continue
+        hit = (_ranked(rel, sc) > 0)
+        denom = n_rel
+        if k is not None:
+            hit = hit[:k]
+            denom = min(n_rel, k)
+        ranks = np.flatnonzero(hit) + 1
+        prec_at_hits = np.arange(1, len(ranks) + 1) / ranks
+        vals.append(float(prec_at_hits.sum() / denom))
+    return _mean(vals)
+
+
+def ranking_report(query_ids: Any, relevance: Any, scores: Any, ks: Sequence[int] = (5, 10),
+                   skip_empty: bool = False) -> dict[str, Any]:
+    """Ranking metrics from flat arrays grouped by ``query_ids`` (the main entry point).
+
+    Keys: n_queries, n_items, n_queries_with_relevant, map, and for each k ``ndcg_at_<k>``,
+    ``precision_at_<k>``, ``recall_at_<k>``. ``skip_empty`` applies to NDCG and precision as in
+    :func:`ndcg_at_k`; recall and MAP always skip queries without a relevant item.
+    """
+    _, rels, scs = group_by_query(query_ids, relevance, scores)
+    ks = [_pos_int(k, "k") for k in ks]
+    out: dict[str, Any] = {
+        "n_queries": len(rels),
+        "n_items": int(sum(len(r) for r in rels)),
+        "n_queries_with_relevant": int(sum(bool((r > 0).any()) for r in rels)),
+        "map": mean_average_precision(rels, scs),
+    }
+    for k in ks:
+        out[f"ndcg_at_{k}"] = ndcg_at_k(rels, scs, k, skip_empty=skip_empty)
+        out[f"precision_at_{k}"] = precision_at_k(rels, scs, k, skip_empty=skip_empty)
+        out[f"recall_at_{k}"] = recall_at_k(rels, scs, k)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# significance
+# --------------------------------------------------------------------------------------------
+
+def paired_bootstrap_delta(y: Any, p_a: Any, p_b: Any, metric_fn: Callable[[np.ndarray, np.ndarray], float],
+                           n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+    """Paired bootstrap of ``metric_fn(y, p_b) - metric_fn(y, p_a)`` (same resampled rows for both).
+
+    Returns delta (on all rows), metric_a, metric_b, ci_low/ci_high (percentile interval at level
+    ``ci``), p_value and n_boot (resamples with a finite delta; resamples where the metric is NaN,
+    e.g. AUC of a one-class resample, are dropped). p_value is two-sided: twice the share of
+    bootstrap deltas on the other side of zero from the observed delta (zeros included, so identical
+    models give 1), clipped to 1. Whether a positive delta is good depends on the metric (AUC: yes,
+    log loss / Brier: no).
+    """
+    y = _arr(y, "y")
+    p_a = _arr(p_a, "p_a")
+    p_b = _arr(p_b, "p_b")
+    _same_length(y=y, p_a=p_a, p_b=p_b)
+    n_boot = _pos_int(n_boot, "n_boot")
+    if not (0.0 < ci < 1.0):
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    m_a = float(metric_fn(y, p_a))
+    m_b = float(metric_fn(y, p_b))
+    delta = m_b - m_a
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    deltas = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        yi = y[idx]
+        deltas[i] = float(metric_fn(yi, p_b[idx])) - float(metric_fn(yi, p_a[idx]))
+    deltas = deltas[np.isfinite(deltas)]
+    out = {"delta": delta, "metric_a": m_a, "metric_b": m_b, "n_boot": int(len(deltas))}
+    if len(deltas) == 0 or not math.isfinite(delta):
+        out.update(ci_low=float("nan"), ci_high=float("nan"), p_value=float("nan"))
+        return out
+    tail = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(deltas, [tail, 1.0 - tail])
+    if delta > 0:
+        opposite = np.mean(deltas <= 0)
+    elif delta < 0:
+        opposite = np.mean(deltas >= 0)
+    else:
+        opposite = 0.5
+    out.update(ci_low=float(lo), ci_high=float(hi), p_value=float(min(1.0, 2.0 * opposite)))
+    return out
+
+
+def delong_test(y: Any, p_a: Any, p_b: Any) -> dict[str, Any]:
+    """DeLong's test for two correlated AUCs on the same rows (fast version of Sun & Xu, midranks).
+
+    Returns auc_a, auc_b, delta (auc_b - auc_a), z and the two-sided p_value. With fewer than two
+    rows of either class z and p_value are NaN. When the variance of the difference is zero
+    (e.g. identical scores) z is 0 and p_value 1 if the AUCs are equal.
+    """
+    y = _binary(_arr(y, "y"))
+    p_a = _arr(p_a, "p_a")
+    p_b = _arr(p_b, "p_b")
+    _same_length(y=y, p_a=p_a, p_b=p_b)
+    pos, neg = y == 1, y == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    nan = float("nan")
+    if m == 0 or n == 0:
+        return {"auc_a": nan, "auc_b": nan, "delta": nan, "z": nan, "p_value": nan}
+    aucs, v01, v10 = [], [], []
+    for p in (p_a, p_b):
+        x, yy = p[pos], p[neg]
+        tx, ty = stats.rankdata(x), stats.rankdata(yy)
+        tz = stats.rankdata(np.concatenate([x, yy]))
+        aucs.append(float((tz[:m].sum() - m * (m + 1) / 2.0) / (m * n)))
+        v01.append((tz[:m] - tx) / n)        # structural components of the positives
+        v10.append(1.0 - (tz[m:] - ty) / m)  # structural components of the negatives
+    delta = aucs[1] - aucs[0]
+    out = {"auc_a": aucs[0], "auc_b": aucs[1], "delta": delta}
+    if m < 2 or n < 2:
+        out.update(z=nan, p_value=nan)
+        return out
+    cov = np.cov(np.vstack(v01)) / m + np.cov(np.vstack(v10)) / n
+    var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
+    if not var > 1e-300:
+        if delta == 0.0:
+            out.update(z=0.0, p_value=1.0)
+        else:
+            out.update(z=math.copysign(math.inf, delta), p_value=0.0)
+        return out
+    z = delta / math.sqrt(var)
+    out.update(z=float(z), p_value=float(2.0 * stats.norm.sf(abs(z))))
+    return out

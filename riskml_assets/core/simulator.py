@@ -1,0 +1,585 @@
+"""A deterministic CRM simulator that writes data in the contract, with a known ground truth.
+
+The simulator produces, per tenant, weekly ``snapshots-``, ``outcomes-`` and ``activities-`` files
+under ``<incoming_root>/<tenant>/`` exactly as a real CRM export would arrive (it is a convenience,
+never a special path), plus an oracle file ``<oracle_root>/<tenant>/truth.parquet`` that only tests
+read. Nothing here imports dagster.
+
+Ground truth
+------------
+Every opportunity gets two hidden latents at creation, ``engaged`` (P=0.6) and ``slip_prone``
+(P=0.3), and a fixed true loss probability::
+
+    p_lost_true = sigmoid(-1.1 + 1.9*(not engaged) + 1.2*slip_prone
+                          + 0.35*log(deal_value / MEDIAN_DEAL_VALUE)
+                          + INDUSTRY_EFFECT[industry] + REGION_EFFECT[region])
+
+The outcome is Bernoulli(p_lost_true), drawn at creation. The observable trajectory (activities,
+close-date slips, stage moves, value changes, noisy scores, lifetime) depends only on the latents
+and never on the outcome, so ``p_lost_true`` is the best any model can do (the oracle), and the
+latents leave point-in-time visible traces: engaged deals log ~2.5 activities a week against ~0.35,
+slip-prone deals move their close date with P=0.45 a week against 0.05.
+
+Time line
+---------
+Weeks run Monday–Sunday. The snapshot of a week is taken on its Friday at 00:00 and lists every
+opportunity open at that moment. Opportunities close Monday–Thursday of the week their (possibly
+slipped) expected close date falls in, so ``closed_at`` is always after the last snapshot that
+lists them. The simulation starts ``WARMUP_WEEKS`` before the first written week so the first file
+already holds deals of all ages; only the last ``weeks`` weeks are written. Nothing is later than
+the Friday ``end`` at 00:00 (the "as of" moment): deals still open then are censored (no outcome).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from riskml_assets.core import contract
+
+__all__ = [
+    "TenantSpec", "SimulatedTenant", "DEFAULT_TENANTS", "DEFAULT_END", "DEFAULT_WEEKS", "DEFAULT_SEED",
+    "WARMUP_WEEKS", "simulate_tenant", "write_tenant", "generate", "summarize", "parse_tenants", "main",
+]
+
+# --------------------------------------------------------------------------------------------
+# Public configuration
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """One simulated tenant: its id, its mean number of new opportunities a week, a seed offset."""
+
+    name: str
+    new_opps_per_week: float
+    seed_offset: int = 0
+
+    def __post_init__(self) -> None:
+        contract.validate_tenant(self.name)
+        rate = float(self.new_opps_per_week)
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError(f"tenant {self.name!r}: new_opps_per_week must be a positive number, got {self.new_opps_per_week!r}")
+
+
+DEFAULT_TENANTS: tuple[TenantSpec, ...] = (
+    TenantSpec("acme", 60.0, 0),
+    TenantSpec("globex", 18.0, 1),
+    TenantSpec("initech", 3.0, 2),
+)
+DEFAULT_END = dt.date(2026, 11, 20)  # a Friday; nothing in the data is later than this
+DEFAULT_WEEKS = 60
+DEFAULT_SEED = 7
+WARMUP_WEEKS = 20  # simulated before the first written week, never written (except as outcomes' history)
+
+# --------------------------------------------------------------------------------------------
+# Model constants (the ground truth). Tests and docs refer to these.
+
+MEDIAN_DEAL_VALUE = 40_000.0
+P_ENGAGED = 0.6
+P_SLIP_PRONE = 0.3
+LOGIT_INTERCEPT = -1.3
+LOGIT_NOT_ENGAGED = 2.4
+LOGIT_SLIP_PRONE = 0.6
+LOGIT_LOG_VALUE = 0.35
+
+INDUSTRIES = ("software", "manufacturing", "finance", "healthcare", "retail")
+INDUSTRY_P = (0.30, 0.20, 0.20, 0.15, 0.15)
+INDUSTRY_EFFECT = {"software": -0.30, "manufacturing": 0.10, "finance": -0.20, "healthcare": 0.00, "retail": 0.30}
+REGIONS = ("NA", "EMEA", "APAC", "LATAM")
+REGION_P = (0.45, 0.30, 0.15, 0.10)
+REGION_EFFECT = {"NA": -0.20, "EMEA": 0.00, "APAC": 0.20, "LATAM": 0.10}
+PRODUCT_LINES = ("core", "analytics", "platform")
+PRODUCT_P = (0.50, 0.30, 0.20)
+PRODUCT_VALUE_MULT = (1.0, 0.7, 1.6)
+CURRENCIES = ("USD", "EUR", "GBP")
+CURRENCY_P = (0.80, 0.13, 0.07)
+
+STAGE_DEFAULT_PROBABILITY = {"prospecting": 10, "qualification": 25, "proposal": 45, "negotiation": 65, "commit": 85}
+INITIAL_STAGE_P = (0.55, 0.30, 0.15)  # prospecting, qualification, proposal
+P_STAGE_ADVANCE = 0.25
+P_STAGE_ADVANCE_ENGAGED_BONUS = 0.08
+P_VALUE_CHANGE = 0.05
+
+ACTIVITY_RATE_ENGAGED = 2.5  # events per week
+ACTIVITY_RATE_DISENGAGED = 0.35
+ACTIVITY_TYPE_P = (0.40, 0.25, 0.15, 0.08, 0.05, 0.07)  # in contract.ACTIVITY_TYPES order
+
+P_SLIP_SLIP_PRONE = 0.45
+P_SLIP_OTHER = 0.05
+SLIP_DAYS = (7, 28)  # inclusive
+MAX_SLIPS = 3  # without a cap a slip-prone deal (expected slip 1.1 weeks a week) would never close
+CLOSE_AFTER_DAYS = (28, 140)  # initial expected close: 4–20 weeks after creation (inclusive),
+CLOSE_AFTER_BETA = (1.0, 4.0)  # ... skewed to the short end by a Beta draw (mean about 7 weeks)
+
+RISK_NOISE_SD = 0.8  # risk_score = sigmoid(logit(p_lost_true) + AR(1) noise with this stationary sd)
+RISK_NOISE_AR = 0.3
+P_MITIGATION_RECORDED = 0.35
+
+SNAPSHOT_COLUMNS = (*contract.SNAPSHOT_REQUIRED, *contract.SNAPSHOT_OPTIONAL)
+OUTCOME_COLUMNS = (*contract.OUTCOME_REQUIRED, *contract.OUTCOME_OPTIONAL)
+ACTIVITY_COLUMNS = contract.ACTIVITY_REQUIRED
+TRUTH_COLUMNS = ("opportunity_id", "p_lost_true", "engaged", "slip_prone", "outcome", "created_at", "closed_at", "outcome_written")
+
+_DAY = 86_400
+_WEEK = 7 * _DAY
+_ORDER = ("snapshots", "outcomes", "activities")
+
+
+@dataclass
+class SimulatedTenant:
+    """The in-memory result of :func:`simulate_tenant` (timestamps are naive ``datetime64[ns]``).
+
+    ``truth`` has one row per simulated opportunity (warm-up ones included): ``p_lost_true``,
+    the latents ``engaged``/``slip_prone``, the drawn ``outcome`` (fixed at creation, also for
+    censored deals), ``created_at``, ``closed_at`` (NaT if still open at ``end``) and
+    ``outcome_written`` (whether its outcome row is in ``outcomes``).
+    """
+
+    name: str
+    snapshots: pd.DataFrame
+    outcomes: pd.DataFrame
+    activities: pd.DataFrame
+    truth: pd.DataFrame
+    fridays: list[dt.date] = field(default_factory=list)  # the written weeks, as their Fridays
+    end: dt.date = DEFAULT_END
+    seed: int = DEFAULT_SEED
+
+
+# --------------------------------------------------------------------------------------------
+# Simulation
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def last_friday(d: dt.date) -> dt.date:
+    """The latest Friday on or before ``d`` (snapshots are taken on Fridays)."""
+    if isinstance(d, dt.datetime):
+        d = d.date()
+    return d - dt.timedelta(days=(d.weekday() - 4) % 7)
+
+
+def simulate_tenant(
+    spec: TenantSpec,
+    *,
+    weeks: int = DEFAULT_WEEKS,
+    end: dt.date = DEFAULT_END,
+    seed: int = DEFAULT_SEED,
+    opportunities: int | None = None,
+) -> SimulatedTenant:
+    """Simulate one tenant for ``weeks`` written weeks ending with the Friday on or before ``end``.
+
+    ``opportunities`` replaces ``spec.new_opps_per_week`` by the rate that creates about that many
+    opportunities in total (warm-up included). Same ``spec``/``seed``/arguments give identical frames.
+    """
+    contract.validate_tenant(spec.name)
+    weeks = int(weeks)
+    if weeks < 1:
+        raise ValueError(f"weeks must be >= 1, got {weeks}")
+    total_weeks = WARMUP_WEEKS + weeks
+    if opportunities is not None:
+        if opportunities <= 0:
+            raise ValueError(f"opportunities must be > 0, got {opportunities}")
+        rate = float(opportunities) / total_weeks
+    else:
+        rate = float(spec.new_opps_per_week)
+    friday_last = last_friday(end)
+    monday0 = friday_last - dt.timedelta(days=4 + 7 * (total_weeks - 1))
+    horizon = (total_weeks - 1) * _WEEK + 4 * _DAY  # the last Friday 00:00, in seconds since monday0
+    rng = np.random.default_rng(int(seed) + int(spec.seed_offset))
+
+    # ---- arrivals and static per-opportunity draws (fixed order: determinism)
+    per_week = rng.poisson(rate, total_weeks)
+    n = int(per_week.sum())
+    week_created = np.repeat(np.arange(total_weeks), per_week)
+    created_at = week_created * _WEEK + rng.integers(0, 4, n) * _DAY + 8 * 3600 + rng.integers(0, 10 * 3600, n)
+    created_day = created_at // _DAY
+
+    engaged = rng.random(n) < P_ENGAGED
+    slip_prone = rng.random(n) < P_SLIP_PRONE
+    n_accounts = max(2, round(n / 3))
+    acc_industry = rng.choice(len(INDUSTRIES), size=n_accounts, p=INDUSTRY_P)
+    acc_region = rng.choice(len(REGIONS), size=n_accounts, p=REGION_P)
+    account = rng.integers(0, n_accounts, n)
+    industry = acc_industry[account]
+    region = acc_region[account]
+    n_owners = max(1, round(n / 40))
+    owner_bias = rng.normal(0.0, 6.0, n_owners)
+    owner = rng.integers(0, n_owners, n)
+    product = rng.choice(len(PRODUCT_LINES), size=n, p=PRODUCT_P)
+    currency = rng.choice(len(CURRENCIES), size=n, p=CURRENCY_P)
+    value0 = MEDIAN_DEAL_VALUE * np.asarray(PRODUCT_VALUE_MULT)[product] * np.exp(rng.normal(0.0, 0.8, n))
+    value0 = np.maximum(np.round(value0, -2), 1_000.0)
+
+    ind_eff = np.array([INDUSTRY_EFFECT[k] for k in INDUSTRIES])[industry]
+    reg_eff = np.array([REGION_EFFECT[k] for k in REGIONS])[region]
+    logit_true = (
+        LOGIT_INTERCEPT + LOGIT_NOT_ENGAGED * (~engaged) + LOGIT_SLIP_PRONE * slip_prone
+        + LOGIT_LOG_VALUE * np.log(value0 / MEDIAN_DEAL_VALUE) + ind_eff + reg_eff
+    )
+    p_lost = _sigmoid(logit_true)
+    lost = rng.random(n) < p_lost
+
+    lo, hi = CLOSE_AFTER_DAYS
+    close_day = created_day + lo + np.round((hi - lo) * rng.beta(*CLOSE_AFTER_BETA, n)).astype(np.int64)
+    stage = rng.choice(3, size=n, p=INITIAL_STAGE_P)
+    prob_noise_opp = rng.normal(0.0, 5.0, n)
+    risk_noise = rng.normal(0.0, RISK_NOISE_SD, n)
+    cat_base = rng.normal(0.0, 0.6, (n, len(contract.RISK_CATEGORIES)))
+    close_wd_fallback = rng.integers(0, 4, n)
+    close_secs = 8 * 3600 + rng.integers(0, 10 * 3600, n)
+    revenue_factor = rng.uniform(0.85, 1.1, n)
+    has_mitigation = rng.random(n) < P_MITIGATION_RECORDED
+    mitigation = np.round(rng.beta(2.0, 2.0, n), 4)
+
+    # ---- dynamic state
+    value = value0.copy()
+    n_slips = np.zeros(n, dtype=np.int64)
+    is_open = np.ones(n, dtype=bool)
+    closed_at = np.full(n, -1, dtype=np.int64)
+    close_week = np.full(n, -1, dtype=np.int64)
+    last_act = np.full(n, -1, dtype=np.int64)
+    act_rate = np.where(engaged, ACTIVITY_RATE_ENGAGED, ACTIVITY_RATE_DISENGAGED)
+    p_slip = np.where(slip_prone, P_SLIP_SLIP_PRONE, P_SLIP_OTHER)
+    p_adv = P_STAGE_ADVANCE + P_STAGE_ADVANCE_ENGAGED_BONUS * engaged
+    stage_prob = np.array([STAGE_DEFAULT_PROBABILITY[s] for s in contract.OPEN_STAGES], dtype=float)
+    first_opp_of_week = np.concatenate([[0], np.cumsum(per_week)])
+
+    snap_parts: list[tuple] = []
+    act_parts: list[tuple] = []
+    for i in range(total_weeks):
+        week_start, week_end, snap_t = i * _WEEK, (i + 1) * _WEEK, i * _WEEK + 4 * _DAY
+        existing = np.arange(first_opp_of_week[i + 1])  # created in week i or before
+
+        # 1. closings: open deals whose expected close date falls in this week close Monday–Thursday.
+        cand = existing[is_open[existing] & (week_created[existing] < i)]
+        closing = cand[close_day[cand] // 7 <= i]
+        if closing.size:
+            cd = close_day[closing]
+            day = np.where((cd % 7 <= 3) & (cd // 7 == i), cd, i * 7 + close_wd_fallback[closing])
+            closed_at[closing] = day * _DAY + close_secs[closing]
+            close_week[closing] = i
+            is_open[closing] = False
+
+        # 2. activities during the week, while the deal is open and not after the horizon.
+        active = existing[is_open[existing] | (close_week[existing] == i)]
+        a = np.maximum(week_start, created_at[active])
+        b = np.minimum(np.where(close_week[active] == i, closed_at[active], week_end), horizon)
+        span = np.maximum(b - a, 0)
+        counts = rng.poisson(act_rate[active] * span / _WEEK)
+        act_opp = np.repeat(active, counts)
+        act_t = np.repeat(a, counts) + np.floor(rng.random(act_opp.size) * np.repeat(span, counts)).astype(np.int64)
+        act_type = rng.choice(len(contract.ACTIVITY_TYPES), size=act_opp.size, p=ACTIVITY_TYPE_P)
+        before = act_t < snap_t
+        np.maximum.at(last_act, act_opp[before], act_t[before])
+
+        # 3. the Friday snapshot: weekly dynamics for deals seen before, then one row per open deal.
+        snap = existing[is_open[existing] & (created_at[existing] < snap_t)]
+        m = snap.size
+        old = week_created[snap] < i
+        r_slip, r_adv, r_val = rng.random(m), rng.random(m), rng.random(m)
+        slip_days = rng.integers(SLIP_DAYS[0], SLIP_DAYS[1] + 1, m)
+        val_mult = rng.uniform(0.8, 1.2, m)
+        ar_innov = rng.normal(0.0, RISK_NOISE_SD, m)
+        prob_noise_row = rng.normal(0.0, 3.0, m)
+        cat_noise = rng.normal(0.0, 0.5, (m, len(contract.RISK_CATEGORIES)))
+
+        slips = old & (r_slip < p_slip[snap]) & (n_slips[snap] < MAX_SLIPS)
+        close_day[snap[slips]] += slip_days[slips]
+        n_slips[snap[slips]] += 1
+        adv = old & (r_adv < p_adv[snap])
+        stage[snap[adv]] = np.minimum(stage[snap[adv]] + 1, len(contract.OPEN_STAGES) - 1)
+        vch = old & (r_val < P_VALUE_CHANGE)
+        value[snap[vch]] = np.maximum(np.round(value[snap[vch]] * val_mult[vch], -2), 1_000.0)
+        risk_noise[snap[old]] = (
+            RISK_NOISE_AR * risk_noise[snap[old]] + math.sqrt(1 - RISK_NOISE_AR**2) * ar_innov[old]
+        )
+
+        if i >= WARMUP_WEEKS:
+            s = snap
+            prob = stage_prob[stage[s]] + owner_bias[owner[s]] + prob_noise_opp[s] + prob_noise_row
+            prob = np.round(np.clip(prob, 0.0, 100.0))
+            risk = _sigmoid(logit_true[s] + risk_noise[s])
+            lv = np.log(value[s] / MEDIAN_DEAL_VALUE)
+            cat_logits = np.column_stack([
+                -0.6 + 0.4 * lv,  # commercial
+                -0.7 + 0.25 * (ind_eff[s] + reg_eff[s]) / 0.3,  # competitive
+                -1.0 + 1.6 * (~engaged[s]),  # relationship
+                -0.9 + 0.4 * (product[s] == 2),  # technical
+                -1.3 + 0.9 * slip_prone[s] + 0.45 * n_slips[s],  # timeline
+            ]) + cat_base[s] + cat_noise
+            snap_parts.append((
+                np.full(m, i), s, value[s].copy(), prob, stage[s].copy(), close_day[s].copy(),
+                last_act[s].copy(), risk, _sigmoid(cat_logits),
+            ))
+            act_parts.append((act_opp, act_t, act_type))
+
+        after = ~before
+        np.maximum.at(last_act, act_opp[after], act_t[after])
+
+    # ---- frames
+    t0 = np.datetime64(monday0.isoformat(), "s")
+    def ts(secs):
+        return (t0 + np.asarray(secs, dtype=np.int64).astype("timedelta64[s]")).astype("datetime64[ns]")
+
+    ids = np.array([f"{spec.name}-{k:06d}" for k in range(n)], dtype=object)
+    owner_ids = np.array([f"own-{k:04d}" for k in range(n_owners)], dtype=object)
+    account_ids = np.array([f"acc-{k:05d}" for k in range(n_accounts)], dtype=object)
+    str_of = lambda names, idx: np.asarray(names, dtype=object)[idx]  # noqa: E731
+
+    if snap_parts:
+        cols = [np.concatenate([p[j] for p in snap_parts]) for j in range(8)]
+        cats = np.concatenate([p[8] for p in snap_parts])
+    else:  # pragma: no cover - weeks >= 1 always yields parts
+        cols = [np.zeros(0, dtype=np.int64)] * 8
+        cats = np.zeros((0, 5))
+    wk, s, val, prob, stg, cday, lact, risk = cols
+    s = s.astype(np.int64)
+    last_activity = ts(np.where(lact >= 0, lact, 0))
+    last_activity[lact < 0] = np.datetime64("NaT")
+    snapshots = pd.DataFrame({
+        "opportunity_id": ids[s],
+        "snapshot_date": ts(wk.astype(np.int64) * _WEEK + 4 * _DAY),
+        "deal_value": val.astype(float),
+        "currency": str_of(CURRENCIES, currency[s]),
+        "probability": prob.astype(float),
+        "stage": str_of(contract.OPEN_STAGES, stg.astype(np.int64)),
+        "close_date": ts(cday.astype(np.int64) * _DAY),
+        "last_activity_at": last_activity,
+        "owner_id": owner_ids[owner[s]],
+        "account_id": account_ids[account[s]],
+        "industry": str_of(INDUSTRIES, industry[s]),
+        "region": str_of(REGIONS, region[s]),
+        "product_line": str_of(PRODUCT_LINES, product[s]),
+        "risk_score": np.round(risk.astype(float), 4),
+        "revenue_at_risk": np.round(val.astype(float) * np.round(risk.astype(float), 4), 2),
+        **{f"risk_{c}": np.round(cats[:, j], 4) for j, c in enumerate(contract.RISK_CATEGORIES)},
+    })
+
+    written = np.flatnonzero(close_week >= WARMUP_WEEKS)
+    written = written[np.argsort(closed_at[written], kind="stable")]
+    won_w = ~lost[written]
+    outcomes = pd.DataFrame({
+        "opportunity_id": ids[written],
+        "outcome": np.where(won_w, "won", "lost").astype(object),
+        "closed_at": ts(closed_at[written]),
+        "actual_revenue": np.where(won_w, np.round(value[written] * revenue_factor[written], 2), 0.0),
+        "mitigation_effectiveness": np.where(has_mitigation[written], mitigation[written], np.nan),
+    })
+
+    if act_parts:
+        a_opp = np.concatenate([p[0] for p in act_parts]).astype(np.int64)
+        a_t = np.concatenate([p[1] for p in act_parts]).astype(np.int64)
+        a_ty = np.concatenate([p[2] for p in act_parts]).astype(np.int64)
+    else:  # pragma: no cover
+        a_opp = a_t = a_ty = np.zeros(0, dtype=np.int64)
+    order = np.lexsort((a_opp, a_t))
+    activities = pd.DataFrame({
+        "opportunity_id": ids[a_opp[order]],
+        "occurred_at": ts(a_t[order]),
+        "activity_type": str_of(contract.ACTIVITY_TYPES, a_ty[order]),
+    })
+
+    closed_ts = ts(np.where(closed_at >= 0, closed_at, 0))
+    closed_ts[closed_at < 0] = np.datetime64("NaT")
+    truth = pd.DataFrame({
+        "opportunity_id": ids,
+        "p_lost_true": p_lost,
+        "engaged": engaged,
+        "slip_prone": slip_prone,
+        "outcome": np.where(lost, "lost", "won").astype(object),
+        "created_at": ts(created_at),
+        "closed_at": closed_ts,
+        "outcome_written": close_week >= WARMUP_WEEKS,
+    })
+    fridays = [monday0 + dt.timedelta(days=7 * i + 4) for i in range(WARMUP_WEEKS, total_weeks)]
+    return SimulatedTenant(
+        name=spec.name, snapshots=snapshots, outcomes=outcomes, activities=activities, truth=truth,
+        fridays=fridays, end=friday_last, seed=int(seed),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _friday_of(ts: pd.Series) -> pd.Series:
+    d = ts.dt.normalize()
+    return d - pd.to_timedelta(d.dt.weekday, unit="D") + pd.Timedelta(days=4)
+
+
+def _write_frame(df: pd.DataFrame, path: Path, fmt: str) -> None:
+    """Write atomically: a hidden temporary file (ignored by contract.scan_incoming) then a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "parquet":
+        df.to_parquet(tmp, index=False, engine="pyarrow")
+    else:
+        df.to_csv(tmp, index=False, date_format="%Y-%m-%d %H:%M:%S", lineterminator="\n")
+    os.replace(tmp, path)
+
+
+def write_tenant(sim: SimulatedTenant, incoming_root: Path, oracle_root: Path, fmt: str = "parquet") -> list[Path]:
+    """Write ``sim`` as contract files under ``<incoming_root>/<tenant>/`` and the oracle file.
+
+    One ``snapshots-<Friday>`` file per written week; ``outcomes-<Friday>`` (deals closed that
+    Monday–Sunday week) and ``activities-<Friday>`` (events of that week) are skipped when empty.
+    The oracle goes to ``<oracle_root>/<tenant>/truth.parquet`` (always parquet). Existing files of
+    the same name are replaced; other files are left alone. Returns the written paths, oracle last.
+    """
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
+    tenant = contract.validate_tenant(sim.name)
+    out_dir = Path(incoming_root) / tenant
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_kind = {
+        "snapshots": (sim.snapshots, sim.snapshots["snapshot_date"]),
+        "outcomes": (sim.outcomes, _friday_of(sim.outcomes["closed_at"])),
+        "activities": (sim.activities, _friday_of(sim.activities["occurred_at"])),
+    }
+    written: list[Path] = []
+    for friday in sim.fridays:
+        key = pd.Timestamp(friday)
+        for kind in _ORDER:
+            frame, fri = by_kind[kind]
+            part = frame.loc[(fri == key).to_numpy()].reset_index(drop=True)
+            if part.empty and kind != "snapshots":
+                continue
+            path = out_dir / f"{kind}-{friday.isoformat()}.{fmt}"
+            contract.parse_incoming_name(path.name)  # never write a name outside the contract
+            _write_frame(part, path, fmt)
+            written.append(path)
+    oracle_dir = Path(oracle_root) / tenant
+    oracle_dir.mkdir(parents=True, exist_ok=True)
+    truth_path = oracle_dir / "truth.parquet"
+    _write_frame(sim.truth, truth_path, "parquet")
+    written.append(truth_path)
+    return written
+
+
+def summarize(sim: SimulatedTenant) -> dict:
+    """Sizes of a simulated tenant: opportunities (all simulated), rows, labelled rows, lost rate."""
+    labelled = sim.snapshots["opportunity_id"].isin(sim.outcomes["opportunity_id"])
+    n_out = len(sim.outcomes)
+    return {
+        "opportunities": int(len(sim.truth)),
+        "opportunities_in_snapshots": int(sim.snapshots["opportunity_id"].nunique()),
+        "snapshot_rows": int(len(sim.snapshots)),
+        "labelled_rows": int(labelled.sum()),
+        "outcomes": int(n_out),
+        "lost_rate": float((sim.outcomes["outcome"] == "lost").mean()) if n_out else float("nan"),
+        "activities": int(len(sim.activities)),
+        "weeks": len(sim.fridays),
+    }
+
+
+def generate(
+    incoming_root: Path | str = Path("data/incoming"),
+    oracle_root: Path | str = Path("data/oracle"),
+    tenants: Sequence[TenantSpec] = DEFAULT_TENANTS,
+    weeks: int = DEFAULT_WEEKS,
+    end: dt.date = DEFAULT_END,
+    seed: int = DEFAULT_SEED,
+    opportunities: int | None = None,
+    fmt: str = "parquet",
+) -> dict[str, dict]:
+    """Simulate and write every tenant; return ``{tenant: summary}`` (summary includes ``files``)."""
+    names = [t.name for t in tenants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate tenant names in {names}")
+    out: dict[str, dict] = {}
+    for spec in tenants:
+        sim = simulate_tenant(spec, weeks=weeks, end=end, seed=seed, opportunities=opportunities)
+        files = write_tenant(sim, Path(incoming_root), Path(oracle_root), fmt=fmt)
+        out[spec.name] = {**summarize(sim), "files": files}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_tenants(text: str) -> tuple[TenantSpec, ...]:
+    """``"acme,globex"`` (known names) or ``"acme:60,newco:5"`` (NAME:RATE) into specs.
+
+    Known names keep their default seed offset; other names get a stable offset from their crc32.
+    """
+    known = {t.name: t for t in DEFAULT_TENANTS}
+    specs: list[TenantSpec] = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        name, _, rate = item.partition(":")
+        name = contract.validate_tenant(name.strip())
+        offset = known[name].seed_offset if name in known else zlib.crc32(name.encode()) % 100_000
+        if rate.strip():
+            try:
+                r = float(rate)
+            except ValueError:
+                raise ValueError(f"tenant {name!r}: rate {rate!r} is not a number") from None
+            specs.append(TenantSpec(name, r, offset))
+        elif name in known:
+            specs.append(known[name])
+        else:
+            raise ValueError(f"unknown tenant {name!r}: give its weekly rate as {name}:RATE")
+    if not specs:
+        raise ValueError("no tenants given")
+    return tuple(specs)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m riskml_assets.core.simulator",
+        description="Write deterministic simulated CRM data (snapshots, outcomes, activities) in the "
+        "riskml data contract, plus an oracle truth file per tenant for tests.",
+    )
+    p.add_argument("--out", default="data/incoming", help="incoming root; files go to OUT/<tenant>/ (default: %(default)s)")
+    p.add_argument("--oracle", default="data/oracle", help="oracle root for truth.parquet (default: %(default)s)")
+    p.add_argument(
+        "--tenants", default=",".join(f"{t.name}:{t.new_opps_per_week:g}" for t in DEFAULT_TENANTS),
+        help="comma list of known tenant names or NAME:RATE pairs (new opportunities a week) (default: %(default)s)",
+    )
+    p.add_argument("--weeks", type=int, default=DEFAULT_WEEKS, help="weeks written (default: %(default)s)")
+    p.add_argument("--opportunities", type=int, default=None, help="about this many opportunities per tenant (overrides rates)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
+    p.add_argument("--end", type=dt.date.fromisoformat, default=DEFAULT_END,
+                   help="last snapshot date; a non-Friday means the Friday before it (default: %(default)s)")
+    p.add_argument("--format", dest="fmt", choices=("parquet", "csv"), default="parquet", help="file format (default: %(default)s)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        tenants = parse_tenants(args.tenants)
+        if args.weeks < 1:
+            raise ValueError("--weeks must be >= 1")
+        if args.opportunities is not None and args.opportunities <= 0:
+            raise ValueError("--opportunities must be > 0")
+    except (ValueError, contract.ContractError) as exc:
+        parser.error(str(exc))
+    summary = generate(
+        args.out, args.oracle, tenants=tenants, weeks=args.weeks, end=args.end, seed=args.seed,
+        opportunities=args.opportunities, fmt=args.fmt,
+    )
+    header = f"{'tenant':<16}{'opps':>8}{'snapshot_rows':>15}{'labelled_rows':>15}{'lost_rate':>11}{'weeks':>7}{'files':>7}"
+    print(header)
+    for name, s in summary.items():
+        print(f"{name:<16}{s['opportunities']:>8}{s['snapshot_rows']:>15}{s['labelled_rows']:>15}"
+              f"{s['lost_rate']:>11.3f}{s['weeks']:>7}{len(s['files']):>7}")
+    print(f"incoming: {args.out}  oracle: {args.oracle}  end: {last_friday(args.end)}  seed: {args.seed}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

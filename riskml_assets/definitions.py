@@ -1,0 +1,24 @@
+"""The one entry point of the code location: it only assembles."""
+
+import warnings
+
+import dagster as dg
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+from .assets.features import feature_assets  # noqa: E402
+from .assets.ingest import ingest_assets  # noqa: E402
+from .assets.prep import prep_assets  # noqa: E402
+from .assets.risk import risk_assets  # noqa: E402
+from .jobs import jobs  # noqa: E402
+from .resources import default_resources  # noqa: E402
+
+all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets]
+
+defs = dg.Definitions(
+    assets=all_assets,
+    jobs=jobs,
+    resources=default_resources(),
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,93 @@
+"""Resources: where the platform's files live, the gate configuration, and MLflow tracking."""
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+
+from .core.gates import Gate, load_gates
+
+
+class RiskmlSettings(dg.ConfigurableResource):
+    """Locations of the incoming files, the quarantine table and the gate overrides."""
+
+    incoming_dir: str = "data/incoming"
+    quarantine_dir: str = "data/quarantine"
+    gates_file: str = "config/gates.yaml"
+
+    def gates(self) -> dict[str, Gate]:
+        return load_gates(os.environ.get("RISKML_GATES_FILE") or self.gates_file)
+
+    def tenant_dir(self, tenant: str) -> Path:
+        from .core.contract import validate_tenant
+
+        return Path(self.incoming_dir) / validate_tenant(tenant)
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow called directly (dagster-mlflow ends runs early); one MLflow run per trained partition."""
+
+    tracking_uri: str = "sqlite:///data/mlflow.db"
+    experiment_name: str = "riskml"
+
+    def _mlflow(self):
+        import mlflow
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment_name)
+        return mlflow
+
+    @contextlib.contextmanager
+    def start_run(self, context: dg.AssetExecutionContext, run_name: str, tags: dict | None = None) -> Iterator:
+        mlflow = self._mlflow()
+        all_tags = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.partition_key": str(context.partition_key) if context.has_partition_key else "",
+            **(tags or {}),
+        }
+        with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+            yield run
+
+    def log_to_run(self, run_id: str, metrics: dict | None = None, tags: dict | None = None,
+                   texts: dict[str, str] | None = None) -> None:
+        """Append metrics, tags and text artifacts to an existing run (e.g. the evaluation of a model)."""
+        mlflow = self._mlflow()
+        client = mlflow.MlflowClient()
+        for k, v in (metrics or {}).items():
+            if v is not None and v == v:
+                client.log_metric(run_id, k, float(v))
+        for k, v in (tags or {}).items():
+            client.set_tag(run_id, k, str(v))
+        for name, text in (texts or {}).items():
+            client.log_text(run_id, text, name)
+
+    def run_url(self, run_id: str) -> str:
+        mlflow = self._mlflow()
+        exp = mlflow.get_experiment_by_name(self.experiment_name)
+        return f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{run_id}"
+
+
+def default_resources() -> dict:
+    """Embedded defaults; every location can be moved with an environment variable."""
+    from .io_manager import RiskmlIOManager
+
+    data = os.environ.get("RISKML_DATA_DIR", "data")
+    return {
+        "io_manager": RiskmlIOManager(base_path=os.environ.get("RISKML_STORAGE", f"{data}/assets"),
+                                      storage_options_json=os.environ.get("RISKML_STORAGE_OPTIONS", "{}")),
+        "riskml": RiskmlSettings(incoming_dir=f"{data}/incoming", quarantine_dir=f"{data}/quarantine",
+                                 gates_file=os.environ.get("RISKML_GATES_FILE", "config/gates.yaml")),
+        "mlflow": MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db"),
+                                 experiment_name=os.environ.get("RISKML_EXPERIMENT", "riskml")),
+    }
+
+
+def json_md(obj) -> str:
+    return "```json\n" + json.dumps(obj, indent=2, default=str) + "\n```"
