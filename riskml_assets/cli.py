@@ -106,7 +106,8 @@ def ingest_history(instance, tenants: dict[str, list[str]], force: bool = False,
             if (until is None or w <= until.get(t, w)) and partition_key(t, w) not in done]
     t0, failed = time.perf_counter(), 0
     for i, (t, w) in enumerate(todo, 1):
-        res = job.execute_in_process(partition_key=partition_key(t, w), instance=instance, raise_on_error=False)
+        res = job.execute_in_process(partition_key=partition_key(t, w), instance=instance, raise_on_error=False,
+                                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         if not res.success:
             failed += 1
             print(f"  ingest {t}|{w}: FAILED (see the run in the UI)", file=sys.stderr)
@@ -145,9 +146,8 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
             md = recs[0].asset_materialization.metadata
             row["rows"] = md["dagster/row_count"].value if "dagster/row_count" in md else None
             run_id = recs[0].run_id
-            evals = [e.event_specific_data for e in instance.all_logs(
+            evals = [e.dagster_event.event_specific_data for e in instance.all_logs(
                 run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
-            evals = [e.asset_check_evaluation_data if hasattr(e, "asset_check_evaluation_data") else e for e in evals]
             passed = sum(1 for e in evals if e.passed)
             failed = [e.check_name for e in evals if not e.passed]
             row["gates"] = f"{passed}/{len(evals)}" + (f" (failed: {', '.join(failed)})" if failed else "")

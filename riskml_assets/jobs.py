@@ -12,6 +12,4 @@ train_job = dg.define_asset_job("train_job", selection=TRAIN_SELECTION,
                                             "-> evaluation for one tenant-week.")
 full_job = dg.define_asset_job("riskml_full_job", selection=INGEST_SELECTION | TRAIN_SELECTION,
                                description="Ingest and train one tenant-week (the whole graph).")
-checks_job = dg.define_asset_job("checks_job", selection=dg.AssetSelection.checks_for_assets(INGEST_SELECTION),
-                                 description="Re-run only the input checks.")
 jobs = [ingest_job, train_job, full_job]

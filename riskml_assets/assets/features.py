@@ -43,7 +43,7 @@ def lock_mismatches(manifest: dict, lock_path: Path = FEATURE_LOCK) -> list[str]
     description="Feature versions pinned for this training partition: name -> version + definition hash.",
 )
 def feature_manifest(context: dg.AssetExecutionContext, config: FeatureManifestConfig,
-                     riskml: RiskmlSettings) -> dg.MaterializeResult:
+                     riskml: RiskmlSettings):
     manifest = F.build_manifest(config.versions, tuple(config.exclude))
     problems = lock_mismatches(manifest)
     for p in problems:
@@ -78,7 +78,7 @@ _window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_p
                 "with labels only from outcomes closed before the partition's end.",
 )
 def training_examples(context: dg.AssetExecutionContext, config: TrainingExamplesConfig, riskml: RiskmlSettings,
-                      risk_snapshots, opportunity_outcomes, activity_events, feature_manifest: dict) -> dg.MaterializeResult:
+                      risk_snapshots, opportunity_outcomes, activity_events, feature_manifest: dict):
     tenant, week = split_key(context)
     _, end = week_bounds(week)
     snaps, outs, acts = concat(risk_snapshots), concat(opportunity_outcomes), concat(activity_events)

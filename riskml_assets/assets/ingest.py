@@ -64,7 +64,7 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
         kinds={"parquet", "pandas"}, owners=OWNERS, tags={"domain": "risk", "layer": "bronze"},
         check_specs=gate_specs(name, gates), code_version="1",
     )
-    def _ingest(context: dg.AssetExecutionContext, riskml: RiskmlSettings) -> dg.MaterializeResult:
+    def _ingest(context: dg.AssetExecutionContext, riskml: RiskmlSettings):
         tenant, week = split_key(context)
         incoming = riskml.tenant_dir(tenant)
         files = week_files(incoming, kind, week)

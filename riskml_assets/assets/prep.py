@@ -23,7 +23,7 @@ _common = dict(partitions_def=tenant_week, group_name="prepare", kinds={"pandas"
           description="Validated, cleaned examples: rows with missing critical features, a CRM probability outside "
                       "0-100 or infinite values removed (with the reason); other missing values kept for the model.")
 def clean_examples(context: dg.AssetExecutionContext, riskml: RiskmlSettings, training_examples: pd.DataFrame,
-                   feature_manifest: dict) -> dg.MaterializeResult:
+                   feature_manifest: dict):
     clean, dropped, stats = clean_fn(training_examples, feature_manifest["features"])
     context.log.info(f"cleaning kept {stats['rows_out']} of {stats['rows_in']} rows; dropped: {stats['drop_reasons']}")
     reasons = pd.DataFrame(sorted(stats["drop_reasons"].items()), columns=["reason", "rows"])
@@ -51,7 +51,7 @@ class SplitConfig(dg.Config):
     description="Train / validation / test (column `split`), grouped by opportunity: all snapshots of an "
                 "opportunity land in one split.")
 def dataset_splits(context: dg.AssetExecutionContext, config: SplitConfig, riskml: RiskmlSettings,
-                   clean_examples: pd.DataFrame) -> dg.MaterializeResult:
+                   clean_examples: pd.DataFrame):
     df = split_examples(clean_examples, method=config.method, seed=config.seed,
                         fractions=(config.train_fraction, config.validation_fraction, config.test_fraction))
     stats = split_stats(df)
@@ -84,7 +84,7 @@ class BalanceConfig(dg.Config):
 @dg.asset(**_common, check_specs=gate_specs("balanced_train", ("balanced_train_ratio",)),
           description="The train split balanced between won and lost (imbalanced-learn); only train rows.")
 def balanced_train(context: dg.AssetExecutionContext, config: BalanceConfig, riskml: RiskmlSettings,
-                   dataset_splits: pd.DataFrame) -> dg.MaterializeResult:
+                   dataset_splits: pd.DataFrame):
     train = dataset_splits[dataset_splits["split"] == "train"].reset_index(drop=True)
     out, info = balance(train, strategy=config.strategy, target_ratio=config.target_ratio,
                         min_ratio=config.min_ratio, seed=config.seed)

@@ -24,7 +24,7 @@ def oof_calibrated(p_raw: np.ndarray, y: np.ndarray, method: str, n_folds: int =
 
 
 def fit_risk_calibrator(p_raw_val: np.ndarray, y_val: np.ndarray, method: str = "auto",
-                        threshold: float | None = None, seed: int = 0) -> dict:
+                        threshold: float | None = None, seed: int = 0, groups=None) -> dict:
     """Fit the calibrator on validation rows; choose the operating threshold (max F1) on them.
 
     Returns a JSON-able dict: the calibrator, the selection info, the threshold and validation metrics
@@ -42,7 +42,8 @@ def fit_risk_calibrator(p_raw_val: np.ndarray, y_val: np.ndarray, method: str = 
         "validation": {
             "brier_raw": M.brier(y_val, p_raw_val), "ece_raw": M.ece(y_val, p_raw_val),
             "brier_calibrated": M.brier(y_val, p_cal), "ece_calibrated": M.ece(y_val, p_cal),
-            "brier_cv": M.brier(y_val, p_oof), "ece_cv": M.ece(y_val, p_oof), "rows": int(len(y_val)),
+            "brier_cv": M.brier(y_val, p_oof), "ece_cv": M.ece(y_val, p_oof),
+            "ece_noise_floor": M.ece_noise_floor(p_oof, seed=seed, groups=groups), "rows": int(len(y_val)),
         },
     }
 
@@ -57,6 +58,8 @@ def evaluate_risk(test: pd.DataFrame, p_raw: np.ndarray, p_cal: np.ndarray, *, t
     y = test[LABEL].to_numpy(dtype=int)
     report = {"rows": int(len(y)), "lost_rate": float(y.mean()), "threshold": float(threshold)}
     report["calibrated"] = M.classification_report(y, p_cal, threshold=threshold)
+    report["calibrated"]["ece_noise_floor"] = M.ece_noise_floor(p_cal, groups=test["opportunity_id"].to_numpy())
+    report["calibrated"]["ece_excess"] = max(0.0, report["calibrated"]["ece"] - report["calibrated"]["ece_noise_floor"])
     report["uncalibrated"] = M.classification_report(y, p_raw, threshold=threshold)
     base = np.full(len(y), float(np.clip(train_base_rate, 1e-6, 1 - 1e-6)))
     report["baseline_base_rate"] = M.classification_report(y, base, threshold=threshold)

@@ -76,8 +76,10 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     # model
     Gate("risk_model_beats_base_rate", "auc_validation", ">=", 0.55, "fail", "validation AUC of the model (the base rate scores 0.5)"),
     Gate("risk_model_not_overfit", "auc_gap_train_validation", "<=", 0.10, "warn", "train AUC minus validation AUC"),
-    Gate("risk_calibrator_ece", "ece_validation_cv", "<=", 0.05, "fail", "expected calibration error after calibration (cross-validated on validation)"),
-    Gate("risk_evaluation_ece", "ece", "<=", 0.06, "fail", "ECE of calibrated predictions on the test split"),
+    Gate("risk_calibrator_ece", "ece_excess_validation_cv", "<=", 0.03, "fail",
+         "ECE after calibration (out-of-fold on validation) beyond the noise floor of a perfectly calibrated model"),
+    Gate("risk_evaluation_ece", "ece_excess", "<=", 0.03, "fail",
+         "ECE of calibrated test predictions beyond the noise floor of a perfectly calibrated model"),
     Gate("risk_evaluation_beats_baselines", "brier_skill", ">=", 0.02, "fail", "1 - Brier(model)/Brier(base rate) on test"),
 )
 

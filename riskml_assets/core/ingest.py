@@ -31,6 +31,7 @@ import csv
 import datetime as dt
 import json
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -270,7 +271,7 @@ def _empty_column(parse: str, n: int, index) -> pd.Series:
 
 
 def _is_missing_scalar(v) -> bool:
-    if v is None or v is pd.NaT:
+    if v is None or v is pd.NaT or v is pd.NA:
         return True
     if isinstance(v, (float, np.floating)):
         return math.isnan(v)
@@ -281,6 +282,8 @@ def _is_missing_scalar(v) -> bool:
 
 def _show(v) -> str:
     """A value as it can be printed in a one-line reason: quoted, escaped, truncated."""
+    if type(v) is str and len(v) < _SHOW_LIMIT // 2:
+        return repr(v)
     if _is_missing_scalar(v):
         return "<empty>"
     if isinstance(v, pd.Timestamp):
@@ -294,6 +297,11 @@ def _show(v) -> str:
     if len(r) > _SHOW_LIMIT + 30:
         r = r[:_SHOW_LIMIT] + "..."
     return r
+
+
+def _name(column: str) -> str:
+    """A column name as it can be printed in a one-line reason."""
+    return column if column.isprintable() and len(column) <= _SHOW_LIMIT else _show(column)
 
 
 def _json_value(v):
@@ -318,17 +326,53 @@ def _json_value(v):
     return str(v)
 
 
+def _json_column(col: pd.Series) -> list:
+    """JSON-ready Python values of one column (fast paths for the common dtypes)."""
+    dtype = col.dtype
+    if pd.api.types.is_bool_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        return col.tolist()
+    if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        return col.tolist()
+    if pd.api.types.is_float_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        arr = col.to_numpy(dtype="float64")
+        out = np.asarray(arr.tolist(), dtype=object)
+        out[np.isnan(arr)] = None
+        out[np.isposinf(arr)] = "inf"
+        out[np.isneginf(arr)] = "-inf"
+        return out.tolist()
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        if isinstance(dtype, pd.DatetimeTZDtype):  # rare: keep the offset as written
+            text = col.astype(str).str.replace(" ", "T", n=1, regex=False)
+            return text.where(col.notna(), None).tolist()
+        return _iso_dates(col, missing=None)
+    values = col.tolist()
+    return [v if type(v) is str else _json_value(v) for v in values]
+
+
 def _raw_json(raw: pd.DataFrame, rows: np.ndarray) -> list[str]:
+    """The original rows as JSON objects (NaN -> null, infinities -> "inf"/"-inf", dates ISO)."""
     if len(rows) == 0:
         return []
     cols = [str(c) for c in raw.columns]
     block = raw.iloc[rows]
-    columns = [block.iloc[:, j].tolist() for j in range(block.shape[1])]
-    return [
-        json.dumps({c: _json_value(col[i]) for c, col in zip(cols, columns)},
-                   ensure_ascii=False, allow_nan=False)
-        for i in range(len(rows))
-    ]
+    columns = [_json_column(block.iloc[:, j]) for j in range(block.shape[1])]
+    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+    return [dumps(dict(zip(cols, row))) for row in zip(*columns)] if columns else ["{}"] * len(rows)
+
+
+def _show_values(col: pd.Series) -> list[str]:
+    """_show of every value of a column, vectorised for dates."""
+    if pd.api.types.is_datetime64_dtype(col.dtype):
+        return _iso_dates(col, missing="<empty>")
+    return [_show(v) for v in col.tolist()]
+
+
+def _iso_dates(col: pd.Series, *, missing) -> list:
+    """Naive datetimes as ISO 8601 text, as short as exact ('2024-01-08', '2024-01-05T10:30')."""
+    arr = col.to_numpy(dtype="datetime64[ns]")
+    out = np.datetime_as_string(arr, unit="auto").astype(object)
+    out[np.isnat(arr)] = missing
+    return out.tolist()
 
 
 # =========================================================================== per-file checks
@@ -343,7 +387,8 @@ class _Flags:
         self.flagged = np.zeros(n, dtype=bool)
 
     def flag(self, mask, code: str, describe: Callable[[np.ndarray], list[str]]) -> None:
-        assert code in REASON_CODES, code
+        if code not in REASON_CODES:
+            raise RuntimeError(f"rule {code!r} has no entry in schemas.REASON_CODES")
         new = np.asarray(mask, dtype=bool) & ~self.flagged
         if not new.any():
             return
@@ -389,18 +434,18 @@ def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timest
     reserved = [c for c in cols if c == SOURCE_COLUMN or c.startswith(_INTERNAL_PREFIX)]
     if dups:
         flags.flag_all("duplicate_column",
-                       f"{source_file}: column(s) {', '.join(map(repr, dups))} appear more than once; "
+                       f"{source_file}: column(s) {', '.join(map(_name, dups))} appear more than once; "
                        "cannot tell which one to use")
     elif reserved:
         flags.flag_all("reserved_column",
-                       f"{source_file}: column(s) {', '.join(map(repr, reserved))} are reserved by ingest "
+                       f"{source_file}: column(s) {', '.join(map(_name, reserved))} are reserved by ingest "
                        f"({SOURCE_COLUMN!r} is added to every row); rename them")
     elif info["missing_columns"]:
         missing = info["missing_columns"]
         hint = ""
         if len(cols) == 1 and any(sep in cols[0] for sep in ";\t|"):
             hint = " (the header is a single column: is the file delimited by ';' or tab instead of ','?)"
-        shown_cols = ", ".join(cols[:25]) + (", ..." if len(cols) > 25 else "")
+        shown_cols = ", ".join(_name(c) for c in cols[:25]) + (", ..." if len(cols) > 25 else "")
         flags.flag_all("missing_column",
                        f"{source_file}: required column(s) {', '.join(missing)} missing from {kind} file "
                        f"(columns found: {shown_cols or 'none'}){hint}")
@@ -418,8 +463,8 @@ def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timest
         norm[name] = values
         src = raw[name]
         flags.flag(bad, "bad_type", lambda pos, name=name, src=src, parse=parse: [
-            f"column '{name}' value {_show(v)} is not {_WHAT[parse]} (rule bad_type)"
-            for v in src.iloc[pos].tolist()])
+            f"column '{name}' value {v} is not {_WHAT[parse]} (rule bad_type)"
+            for v in _show_values(src.iloc[pos])])
         if not col.nullable:
             flags.flag(values.isna().to_numpy() & ~bad, "missing_value", lambda pos, name=name: [
                 f"column '{name}' is empty but required (rule missing_value)"] * len(pos))
@@ -441,8 +486,8 @@ def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timest
             fail = np.zeros(n, dtype=bool)
             fail[where[~ok]] = True
             flags.flag(fail, chk.name, lambda pos, name=name, src=src, chk=chk: [
-                f"column '{name}' value {_show(v)} {chk.error} (rule {chk.name})"
-                for v in src.iloc[pos].tolist()])
+                f"column '{name}' value {v} {chk.error} (rule {chk.name})"
+                for v in _show_values(src.iloc[pos])])
 
     # ---- row-level checks (point-in-time sanity, future dates)
     for chk in schema.checks:
@@ -465,9 +510,9 @@ def _row_check_describe(kind: str, chk, frame: pd.DataFrame) -> Callable[[np.nda
     columns = ROW_CHECK_COLUMNS[chk.name](kind) if chk.name in ROW_CHECK_COLUMNS else ()
 
     def describe(pos: np.ndarray) -> list[str]:
-        values = [frame[c].iloc[pos].tolist() for c in columns]
+        values = [_show_values(frame[c].iloc[pos]) for c in columns]
         return [
-            f"{chk.error}: " + ", ".join(f"{c}={_show(vals[i])}" for c, vals in zip(columns, values))
+            f"{chk.error}: " + ", ".join(f"{c}={vals[i]}" for c, vals in zip(columns, values))
             + f" (rule {chk.name})"
             for i in range(len(pos))
         ]
@@ -482,33 +527,36 @@ def _hashable(df: pd.DataFrame) -> pd.DataFrame:
     """The frame with unhashable cells (lists, dicts, arrays from parquet) turned into text."""
     out = df
     for c in df.columns:
-        if df[c].dtype == object and df[c].map(lambda x: isinstance(x, (list, dict, set, np.ndarray))).any():
+        if df[c].dtype == object and pd.api.types.infer_dtype(df[c], skipna=True) not in ("string", "empty") \
+                and df[c].map(lambda x: isinstance(x, (list, dict, set, np.ndarray))).any():
             if out is df:
                 out = df.copy()
             out[c] = df[c].map(lambda x: json.dumps(_json_value(x), sort_keys=True))
     return out
 
 
-def _key_text(key: list[str], values: tuple) -> str:
-    return "(" + ", ".join(f"{k}={_show(v)}" for k, v in zip(key, values)) + ")"
+def _key_texts(frame: pd.DataFrame, key: list[str]) -> list[str]:
+    shown = [_show_values(frame[k]) for k in key]
+    return ["(" + ", ".join(f"{k}={v}" for k, v in zip(key, vals)) + ")" for vals in zip(*shown)]
 
 
 def _finish(kind: str, tenant: str, parts: list[_Part], week) -> IngestResult:
-    schema = SCHEMAS[kind]
     key = list(KEYS[kind])
     names = {p.file_idx: p.source_file for p in parts}
     extra_q: list[pd.DataFrame] = []  # quarantine records decided across files: _FILE, _ROW, code, reason
 
     cands = [p.cand for p in parts if p.cand is not None]
-    cand = pd.concat(cands, ignore_index=True) if cands else _empty_candidates(kind)
+    with warnings.catch_warnings():
+        # an extra column that is all-empty in one file and typed in another: object is right
+        warnings.filterwarnings("ignore", message=".*empty or all-NA entries.*", category=FutureWarning)
+        cand = pd.concat(cands, ignore_index=True) if cands else _empty_candidates(kind)
 
     # ---- outside the week being ingested
     if week is not None:
         start, end = as_naive_utc(week[0]), as_naive_utc(week[1])
         if not start < end:
             raise ContractError(f"week start {start} is not before week end {end}")
-        chk = build_schema(kind, week=(start, end)).checks[-1]
-        assert chk.name == "outside_week"
+        chk = next(c for c in build_schema(kind, week=(start, end)).checks if c.name == "outside_week")
         ok = np.asarray(chk(cand).check_output, dtype=bool) if len(cand) else np.ones(0, dtype=bool)
         if (~ok).any():
             out = cand.loc[~ok]
@@ -532,13 +580,14 @@ def _finish(kind: str, tenant: str, parts: list[_Part], week) -> IngestResult:
         exact = ~conflict & repeat.to_numpy()
         duplicate_keys = len(sub[key].drop_duplicates())
         key_tuples = list(sub[key].itertuples(index=False, name=None))
+        key_text = _key_texts(sub, key)
         reasons = np.empty(len(sub), dtype=object)
         if exact.any():
             first_file = sub[_FILE].groupby(groups, sort=False).transform("first").to_numpy()
             first_row = sub[_ROW].groupby(groups, sort=False).transform("first").to_numpy()
             for i in np.flatnonzero(exact):
                 reasons[i] = (f"exact duplicate of row {first_row[i]} in {names[first_file[i]]} with key "
-                              f"{_key_text(key, key_tuples[i])}; the first copy is kept (rule duplicate_exact)")
+                              f"{key_text[i]}; the first copy is kept (rule duplicate_exact)")
         if conflict.any():
             csub = comparable.loc[conflict]
             cgroups = [csub[k] for k in key]
@@ -553,7 +602,7 @@ def _finish(kind: str, tenant: str, parts: list[_Part], week) -> IngestResult:
                 kt = key_tuples[i]
                 cnt = counts.loc[kt] if len(key) > 1 else counts.loc[kt[0]]
                 cols_txt = ", ".join(differing.get(kt, [])) or "some columns"
-                reasons[i] = (f"key {_key_text(key, kt)} appears {int(cnt)} times with different values in "
+                reasons[i] = (f"key {key_text[i]} appears {int(cnt)} times with different values in "
                               f"{cols_txt}; all copies quarantined because the right one is unknown "
                               "(rule duplicate_conflict)")
         drop = exact | conflict

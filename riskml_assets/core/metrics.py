@@ -679,3 +679,26 @@ def delong_test(y: Any, p_a: Any, p_b: Any) -> dict[str, Any]:
     z = delta / math.sqrt(var)
     out.update(z=float(z), p_value=float(2.0 * stats.norm.sf(abs(z))))
     return out
+
+
+def ece_noise_floor(p: Any, n_bins: int = 10, strategy: str = "uniform", n_sim: int = 200, seed: int = 0,
+                    groups: Any = None) -> float:
+    """Mean ECE of a *perfectly calibrated* model with these predictions: labels drawn as Bernoulli(p).
+
+    ECE is biased upwards on small samples; ``ece - ece_noise_floor`` is the miscalibration beyond what
+    sampling noise alone produces, which makes one ECE gate usable for small and large tenants alike.
+    With ``groups`` (e.g. opportunity ids: all snapshots of an opportunity share one outcome) one label is
+    drawn per group, from the group's mean prediction, so the floor reflects the effective sample size.
+    """
+    p = _probs(_arr(p, "p"))
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        sims = [ece((rng.random(len(p)) < p).astype(int), p, n_bins=n_bins, strategy=strategy) for _ in range(n_sim)]
+    else:
+        codes, uniq = pd.factorize(pd.Series(np.asarray(groups)))
+        if len(codes) != len(p):
+            raise ValueError(f"groups has {len(codes)} entries, p has {len(p)}")
+        gp = np.bincount(codes, weights=p) / np.bincount(codes)
+        sims = [ece((rng.random(len(gp)) < gp).astype(int)[codes], p, n_bins=n_bins, strategy=strategy)
+                for _ in range(n_sim)]
+    return float(np.mean(sims))

@@ -1,0 +1,620 @@
+"""Tests of riskml_assets.core.ingest / schemas: bad input gets a clear error and loses nothing."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskml_assets.core import contract, ingest, schemas
+from riskml_assets.core.contract import ContractError
+from riskml_assets.core.ingest import (
+    QUARANTINE_COLUMNS,
+    empty_frame,
+    ingest_files,
+    read_incoming_file,
+    validate_frame,
+)
+
+NOW = dt.datetime(2024, 1, 15, 12, 0)
+TENANT = "acme"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_snapshots(n: int, *, start: int = 0, snapshot_date: str = "2024-01-08") -> pd.DataFrame:
+    """N valid snapshot rows with ids opp-<start>..opp-<start+n-1>."""
+    i = np.arange(start, start + n)
+    return pd.DataFrame({
+        "opportunity_id": [f"opp-{k}" for k in i],
+        "snapshot_date": pd.Timestamp(snapshot_date),
+        "deal_value": 1000.0 + 10.0 * i,
+        "currency": "EUR",
+        "probability": (i % 101).astype(float),
+        "stage": [contract.OPEN_STAGES[k % len(contract.OPEN_STAGES)] for k in i],
+        "close_date": pd.Timestamp("2024-03-01"),
+        "last_activity_at": pd.Timestamp(snapshot_date) - pd.Timedelta("2 days 14:30:00"),
+        "owner_id": [f"u{k % 3}" for k in i],
+        "account_id": [f"a{k % 5}" for k in i],
+    })
+
+
+def make_outcomes(n: int) -> pd.DataFrame:
+    i = np.arange(n)
+    return pd.DataFrame({
+        "opportunity_id": [f"opp-{k}" for k in i],
+        "outcome": ["won" if k % 2 else "lost" for k in i],
+        "closed_at": pd.Timestamp("2024-01-10"),
+        "actual_revenue": 500.0 * i,
+    })
+
+
+def make_activities(n: int) -> pd.DataFrame:
+    i = np.arange(n)
+    return pd.DataFrame({
+        "opportunity_id": [f"opp-{k % 4}" for k in i],
+        "occurred_at": pd.Timestamp("2024-01-08 08:00") + pd.to_timedelta(i, unit="h"),
+        "activity_type": [contract.ACTIVITY_TYPES[k % len(contract.ACTIVITY_TYPES)] for k in i],
+    })
+
+
+def make_interactions(n: int) -> pd.DataFrame:
+    i = np.arange(n)
+    return pd.DataFrame({
+        "user_id": [f"user-{k % 2}" for k in i],
+        "opportunity_id": [f"opp-{k}" for k in i],
+        "action_id": "act-1",
+        "shown_at": pd.Timestamp("2024-01-09 10:00"),
+        "relevance": (i % 3).astype("int64"),
+    })
+
+
+def run(kind: str, df: pd.DataFrame, **kw) -> ingest.IngestResult:
+    kw.setdefault("tenant", TENANT)
+    kw.setdefault("source_file", f"{kind}-2024-01-08.parquet")
+    kw.setdefault("now", NOW)
+    res = validate_frame(kind, df, **kw)
+    check_invariants(kind, res)
+    return res
+
+
+def check_invariants(kind: str, res: ingest.IngestResult) -> None:
+    """Nothing lost, nothing counted twice, output matches the schema."""
+    assert len(res.valid) + len(res.quarantine) == res.stats["rows_read"]
+    assert res.stats["rows_valid"] == len(res.valid)
+    assert res.stats["rows_quarantined"] == len(res.quarantine)
+    assert sum(res.stats["reasons"].values()) == len(res.quarantine)
+    assert list(res.quarantine.columns) == QUARANTINE_COLUMNS
+    assert not res.quarantine.duplicated(["source_file", "row_number"]).any()
+    assert set(res.quarantine["reason_code"]) <= set(schemas.REASON_CODES)
+    schemas.SCHEMAS[kind].validate(res.valid)  # the output obeys the one definition of the rules
+
+
+def ids(res: ingest.IngestResult, col: str = "opportunity_id") -> list[str]:
+    return sorted(res.valid[col].tolist())
+
+
+def reasons_by_row(res: ingest.IngestResult) -> dict[int, str]:
+    return dict(zip(res.quarantine["row_number"], res.quarantine["reason_code"]))
+
+
+def obj(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    """Make columns object so that hand-written bad values can be put in."""
+    df = df.copy()
+    for c in cols:
+        df[c] = df[c].astype(object)
+    return df
+
+
+# --------------------------------------------------------------------------- clean input
+
+
+def test_clean_snapshots_pass_entirely_and_are_normalised():
+    df = make_snapshots(20)
+    df["currency"] = [" eur", "usd"] * 10
+    df["stage"] = " Proposal "
+    res = run("snapshots", df)
+    assert res.quarantine.empty
+    assert ids(res) == sorted(df["opportunity_id"])
+    assert res.stats["rows_read"] == 20 and res.stats["reasons"] == {} and res.stats["duplicate_keys"] == 0
+    assert set(res.valid["currency"]) == {"EUR", "USD"}
+    assert set(res.valid["stage"]) == {"proposal"}
+    assert (res.valid["source_file"] == "snapshots-2024-01-08.parquet").all()
+    dtypes = res.valid.dtypes
+    assert dtypes["snapshot_date"] == "datetime64[ns]" and dtypes["last_activity_at"] == "datetime64[ns]"
+    assert dtypes["deal_value"] == "float64" and dtypes["probability"] == "float64"
+    assert dtypes["opportunity_id"] == object
+    # all contract columns are there, optional ones all-missing when absent from the file
+    assert list(res.valid.columns[: len(schemas.SCHEMAS["snapshots"].columns)]) == list(schemas.SCHEMAS["snapshots"].columns)
+    assert res.valid["risk_score"].isna().all() and res.valid["industry"].isna().all()
+    assert "risk_score" in res.stats["files"][0]["missing_optional"]
+
+
+def test_source_file_is_a_name_not_a_path():
+    res = run("snapshots", make_snapshots(2), source_file="/some/dir/tenant/snapshots-2024-01-08.csv")
+    assert set(res.valid["source_file"]) == {"snapshots-2024-01-08.csv"}
+
+
+def test_empty_frame_is_typed_and_matches_schema():
+    for kind in contract.FILE_KINDS:
+        e = empty_frame(kind)
+        assert len(e) == 0
+        assert list(e.columns) == [*schemas.SCHEMAS[kind].columns, "source_file"]
+        schemas.SCHEMAS[kind].validate(e)
+    assert empty_frame("interactions")["relevance"].dtype == "int64"
+    assert empty_frame("snapshots")["snapshot_date"].dtype == "datetime64[ns]"
+
+
+def test_pure_modules_do_not_import_dagster():
+    for module in (ingest, schemas):
+        source = Path(module.__file__).read_text()
+        assert "import dagster" not in source and "from dagster" not in source
+
+
+def test_schemas_define_keys_event_dates_and_reason_codes_for_every_kind():
+    assert set(schemas.SCHEMAS) == set(schemas.KEYS) == set(schemas.EVENT_DATE) == set(contract.FILE_KINDS)
+    for kind, schema in schemas.SCHEMAS.items():
+        assert set(schemas.KEYS[kind]) <= set(schema.columns) and schemas.EVENT_DATE[kind] in schema.columns
+        for col in schema.columns.values():
+            assert all(c.name in schemas.REASON_CODES for c in col.checks)
+    assert {c.name for c in schemas.build_schema("snapshots", now=NOW, week=contract.week_bounds("2024-01-08")).checks} \
+        == {"activity_after_snapshot", "future_date", "outside_week"}
+
+
+def test_unknown_kind_and_bad_tenant_are_refused():
+    with pytest.raises(ContractError, match="unknown input kind"):
+        validate_frame("forecasts", make_snapshots(1), tenant=TENANT, source_file="x.csv", now=NOW)
+    with pytest.raises(ContractError, match="invalid tenant"):
+        validate_frame("snapshots", make_snapshots(1), tenant="../etc", source_file="x.csv", now=NOW)
+
+
+# --------------------------------------------------------------------------- bad values
+
+
+def test_missing_required_column_quarantines_every_row_of_that_file():
+    res = run("snapshots", make_snapshots(5).drop(columns=["probability", "owner_id"]))
+    assert res.valid.empty
+    assert res.stats["reasons"] == {"missing_column": 5}
+    assert res.quarantine["row_number"].tolist() == [0, 1, 2, 3, 4]
+    msg = res.quarantine["reason"].iloc[0]
+    assert "probability" in msg and "owner_id" in msg and "snapshots-2024-01-08.parquet" in msg
+    assert res.stats["files"][0]["missing_columns"] == ["probability", "owner_id"]
+
+
+def test_wrong_type_quarantines_only_that_row():
+    df = obj(make_snapshots(6), "deal_value", "snapshot_date", "last_activity_at")
+    df.loc[2, "deal_value"] = "abc"
+    df.loc[4, "snapshot_date"] = "not-a-date"
+    df.loc[5, "last_activity_at"] = "2024-13-45"
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {2: "bad_type", 4: "bad_type", 5: "bad_type"}
+    assert ids(res) == ["opp-0", "opp-1", "opp-3"]
+    q = res.quarantine.set_index("row_number")["reason"]
+    assert "deal_value" in q[2] and "'abc'" in q[2]
+    assert "snapshot_date" in q[4] and "'not-a-date'" in q[4]
+    assert "last_activity_at" in q[5]
+
+
+def test_nan_and_out_of_range_probability():
+    df = make_snapshots(5)
+    df.loc[1, "probability"] = np.nan
+    df.loc[3, "probability"] = 150.0
+    df.loc[4, "probability"] = -0.5
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {1: "missing_value", 3: "out_of_range", 4: "out_of_range"}
+    assert ids(res) == ["opp-0", "opp-2"]
+    q = res.quarantine.set_index("row_number")["reason"]
+    assert "probability" in q[1]
+    assert "probability" in q[3] and "150" in q[3] and "[0, 100]" in q[3]
+
+
+def test_probability_bounds_are_inclusive():
+    df = make_snapshots(2)
+    df["probability"] = [0.0, 100.0]
+    assert len(run("snapshots", df).valid) == 2
+
+
+def test_negative_zero_and_infinite_deal_value():
+    df = make_snapshots(5)
+    df.loc[0, "deal_value"] = -10.0
+    df.loc[1, "deal_value"] = 0.0
+    df.loc[2, "deal_value"] = np.inf
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {0: "out_of_range", 1: "out_of_range", 2: "non_finite"}
+    assert ids(res) == ["opp-3", "opp-4"]
+    assert "deal_value" in res.quarantine["reason"].iloc[0] and "-10" in res.quarantine["reason"].iloc[0]
+    assert json.loads(res.quarantine["raw"].iloc[2])["deal_value"] == "inf"
+
+
+def test_currency_must_have_iso_4217_shape():
+    df = make_snapshots(5)
+    df["currency"] = ["usd", "EURO", "E1R", "", " gbp "]
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {1: "bad_format", 2: "bad_format", 3: "missing_value"}
+    assert res.valid.set_index("opportunity_id")["currency"].to_dict() == {"opp-0": "USD", "opp-4": "GBP"}
+
+
+def test_empty_required_ids_and_stage():
+    df = make_snapshots(4)
+    df.loc[0, "owner_id"] = None
+    df.loc[1, "account_id"] = "   "
+    df.loc[2, "stage"] = ""
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {0: "missing_value", 1: "missing_value", 2: "missing_value"}
+    assert ids(res) == ["opp-3"]
+
+
+def test_optional_columns_may_be_empty_but_must_be_in_range_when_present():
+    df = make_snapshots(6)
+    df["risk_score"] = [0.2, np.nan, 1.5, 0.9, 0.1, 1.0]
+    df["revenue_at_risk"] = [10.0, np.nan, 1.0, -1.0, 0.0, 5.0]
+    df["risk_commercial"] = [0.1, 0.2, 0.3, 0.4, -0.1, np.nan]
+    df["industry"] = ["saas", None, "retail", "", "x", "y"]
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {2: "out_of_range", 3: "out_of_range", 4: "out_of_range"}
+    assert ids(res) == ["opp-0", "opp-1", "opp-5"]
+    v = res.valid.set_index("opportunity_id")
+    assert np.isnan(v.loc["opp-1", "risk_score"]) and v.loc["opp-1", "industry"] is None
+
+
+def test_future_snapshot_date():
+    df = make_snapshots(4)
+    df.loc[1, "snapshot_date"] = pd.Timestamp("2024-01-16")  # after NOW
+    df.loc[2, "snapshot_date"] = pd.Timestamp("2024-01-15")  # the day of NOW is not the future
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {1: "future_date"}
+    assert ids(res) == ["opp-0", "opp-2", "opp-3"]
+    assert "2024-01-16" in res.quarantine["reason"].iloc[0]
+
+
+def test_last_activity_after_snapshot_is_a_point_in_time_leak():
+    df = make_snapshots(4)
+    df.loc[0, "last_activity_at"] = pd.Timestamp("2024-01-09 10:00")  # the day after the snapshot
+    df.loc[1, "last_activity_at"] = pd.Timestamp("2024-01-08 17:00")  # same day: allowed
+    df.loc[2, "last_activity_at"] = pd.NaT  # nullable
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {0: "activity_after_snapshot"}
+    assert ids(res) == ["opp-1", "opp-2", "opp-3"]
+    assert "last_activity_at=2024-01-09T10:00" in res.quarantine["reason"].iloc[0]
+
+
+def test_first_failing_rule_wins():
+    df = obj(make_snapshots(2), "deal_value")
+    df.loc[0, "deal_value"] = "abc"
+    df.loc[0, "probability"] = 150.0
+    df.loc[0, "snapshot_date"] = pd.Timestamp("2030-01-01")
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {0: "bad_type"}
+
+
+def test_hostile_strings():
+    df = make_snapshots(8)
+    df["opportunity_id"] = [
+        "opp-0\x00evil",                    # NUL byte
+        "opp-1\nDROP",                      # embedded newline
+        "x" * 5000,                         # absurdly long
+        "'; DROP TABLE snapshots; --",      # SQL: just data
+        "../../etc/passwd",                 # path-like: just data, never a path
+        "=HYPERLINK(\"http://evil\")",      # spreadsheet formula: just data
+        "Société Générale – 東京 🚀",        # unicode is fine
+        "opp-7",
+    ]
+    df.loc[7, "stage"] = "proposal\x1b[31m"  # ANSI escape in a text column
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {0: "bad_string", 1: "bad_string", 2: "bad_string", 7: "bad_string"}
+    assert ids(res) == sorted(df["opportunity_id"].iloc[3:7])
+    # reasons are one printable line, long values truncated; the raw row keeps the exact value
+    for reason in res.quarantine["reason"]:
+        assert "\n" not in reason and "\x00" not in reason and len(reason) < 400
+    raw0 = json.loads(res.quarantine.set_index("row_number").loc[0, "raw"])
+    assert raw0["opportunity_id"] == "opp-0\x00evil"
+    raw2 = json.loads(res.quarantine.set_index("row_number").loc[2, "raw"])
+    assert raw2["opportunity_id"] == "x" * 5000
+
+
+def test_quarantine_rows_carry_tenant_kind_file_and_raw_row():
+    df = make_snapshots(3)
+    df["my_feature"] = ["a", "b", "c"]
+    df.loc[1, "probability"] = 150.0
+    res = run("snapshots", df)
+    q = res.quarantine.iloc[0]
+    assert (q["tenant"], q["kind"], q["source_file"], q["row_number"]) == (
+        TENANT, "snapshots", "snapshots-2024-01-08.parquet", 1)
+    raw = json.loads(q["raw"])
+    assert raw["opportunity_id"] == "opp-1" and raw["probability"] == 150.0 and raw["my_feature"] == "b"
+    assert raw["snapshot_date"] == "2024-01-08" and raw["last_activity_at"] == "2024-01-05T09:30"
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def test_exact_duplicate_keeps_first():
+    df = make_snapshots(4)
+    df = pd.concat([df, df.iloc[[1, 1]]], ignore_index=True)  # rows 4 and 5 copy row 1
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {4: "duplicate_exact", 5: "duplicate_exact"}
+    assert ids(res) == ["opp-0", "opp-1", "opp-2", "opp-3"]
+    assert res.stats["duplicate_keys"] == 1
+    assert "row 1" in res.quarantine["reason"].iloc[0]
+
+
+def test_conflicting_duplicates_are_all_quarantined():
+    df = make_snapshots(4)
+    extra = df.iloc[[2]].copy()
+    extra["deal_value"] = 99999.0
+    df = pd.concat([df, extra, df.iloc[[0]]], ignore_index=True)  # row 4 conflicts with 2, row 5 copies 0
+    res = run("snapshots", df)
+    assert reasons_by_row(res) == {2: "duplicate_conflict", 4: "duplicate_conflict", 5: "duplicate_exact"}
+    assert ids(res) == ["opp-0", "opp-1", "opp-3"]
+    assert res.stats["duplicate_keys"] == 2
+    conflict_reason = res.quarantine.set_index("row_number").loc[2, "reason"]
+    assert "deal_value" in conflict_reason and "opp-2" in conflict_reason
+
+
+def test_same_opportunity_on_other_snapshot_date_is_not_a_duplicate():
+    a = make_snapshots(3)
+    b = make_snapshots(3, snapshot_date="2024-01-01")
+    res = run("snapshots", pd.concat([a, b], ignore_index=True))
+    assert res.quarantine.empty and len(res.valid) == 6
+
+
+def test_duplicates_are_found_across_files(tmp_path: Path):
+    a = make_snapshots(3)
+    b = make_snapshots(3, start=2)  # opp-2 repeated identically
+    b.loc[1, "deal_value"] = 1.0    # opp-3 ... only in b: no conflict
+    c = make_snapshots(1, start=0)
+    c["deal_value"] = 5.0           # opp-0 conflicts with a
+    paths = []
+    for name, df in [("a.parquet", a), ("b.parquet", b), ("c.parquet", c)]:
+        df.to_parquet(tmp_path / name)
+        paths.append(tmp_path / name)
+    res = ingest_files("snapshots", paths, tenant=TENANT, now=NOW)
+    check_invariants("snapshots", res)
+    got = set(zip(res.quarantine["source_file"], res.quarantine["row_number"], res.quarantine["reason_code"]))
+    assert got == {("b.parquet", 0, "duplicate_exact"),
+                   ("a.parquet", 0, "duplicate_conflict"), ("c.parquet", 0, "duplicate_conflict")}
+    assert ids(res) == ["opp-1", "opp-2", "opp-3", "opp-4"]
+    assert res.valid.set_index("opportunity_id").loc["opp-2", "source_file"] == "a.parquet"
+    assert res.stats["duplicate_keys"] == 2
+    per_file = {f["source_file"]: (f["rows_valid"], f["rows_quarantined"]) for f in res.stats["files"]}
+    assert per_file == {"a.parquet": (2, 1), "b.parquet": (2, 1), "c.parquet": (0, 1)}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_unreadable_parquet_raises_with_file_name(tmp_path: Path):
+    p = tmp_path / "snapshots-2024-01-08.parquet"
+    p.write_bytes(b"\x00\x01garbage that is not parquet\xff" * 10)
+    with pytest.raises(ContractError, match="snapshots-2024-01-08.parquet"):
+        read_incoming_file(p)
+    with pytest.raises(ContractError, match="snapshots-2024-01-08.parquet"):
+        ingest_files("snapshots", [p], tenant=TENANT, now=NOW)
+
+
+@pytest.mark.parametrize("name", ["snapshots-2024-01-08.parquet", "snapshots-2024-01-08.csv"])
+def test_empty_file_raises_with_file_name(tmp_path: Path, name: str):
+    p = tmp_path / name
+    p.write_bytes(b"")
+    with pytest.raises(ContractError, match=name.replace(".", r"\.")) as exc:
+        read_incoming_file(p)
+    assert "empty" in str(exc.value)
+
+
+def test_other_unreadable_files(tmp_path: Path):
+    xlsx = tmp_path / "snapshots-2024-01-08.xlsx"
+    xlsx.write_bytes(b"PK\x03\x04")
+    with pytest.raises(ContractError, match="snapshots-2024-01-08.xlsx.*unsupported"):
+        read_incoming_file(xlsx)
+    with pytest.raises(ContractError, match="missing.csv"):
+        read_incoming_file(tmp_path / "missing.csv")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a,b\n1,2\n1,2,3,4\n")
+    with pytest.raises(ContractError, match="ragged.csv.*malformed"):
+        read_incoming_file(ragged)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("opportunity_id\nSoci\xe9t\xe9\n".encode("latin-1"))
+    with pytest.raises(ContractError, match="latin.csv.*UTF-8"):
+        read_incoming_file(latin)
+    dup = tmp_path / "dup.csv"
+    dup.write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(ContractError, match="dup.csv.*'a'"):
+        read_incoming_file(dup)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n\n")
+    with pytest.raises(ContractError, match="blank.csv"):
+        read_incoming_file(blank)
+
+
+def test_header_only_csv_is_an_empty_valid_file(tmp_path: Path):
+    p = tmp_path / "snapshots-2024-01-08.csv"
+    p.write_text(",".join(contract.SNAPSHOT_REQUIRED) + "\n")
+    res = ingest_files("snapshots", [p], tenant=TENANT, now=NOW)
+    check_invariants("snapshots", res)
+    assert res.stats["rows_read"] == 0 and res.valid.empty and res.quarantine.empty
+
+
+def test_file_of_another_kind_is_refused(tmp_path: Path):
+    p = tmp_path / "outcomes-2024-01-08.parquet"
+    make_outcomes(2).to_parquet(p)
+    with pytest.raises(ContractError, match="outcomes-2024-01-08.parquet.*not snapshots"):
+        ingest_files("snapshots", [p], tenant=TENANT, now=NOW)
+
+
+def test_csv_round_trip_gives_the_same_valid_rows_as_parquet(tmp_path: Path):
+    df = make_snapshots(30)
+    df["industry"] = ["saas", None, "retail"] * 10
+    df["risk_score"] = np.where(np.arange(30) % 4 == 0, np.nan, np.linspace(0, 1, 30))
+    df["region"] = "NA"  # North America, not a missing value
+    df.loc[3, "last_activity_at"] = pd.NaT
+    df["custom_flag"] = ["yes", "no"] * 15
+    df.loc[5, "probability"] = 150.0  # one bad row, quarantined in both
+    pq_path = tmp_path / "snapshots-2024-01-08.parquet"
+    csv_path = tmp_path / "snapshots-2024-01-09.csv"
+    df.to_parquet(pq_path)
+    df.to_csv(csv_path, index=False)
+    a = ingest_files("snapshots", [pq_path], tenant=TENANT, now=NOW)
+    b = ingest_files("snapshots", [csv_path], tenant=TENANT, now=NOW)
+    check_invariants("snapshots", a)
+    check_invariants("snapshots", b)
+    assert len(a.valid) == 29 and a.quarantine["row_number"].tolist() == [5] == b.quarantine["row_number"].tolist()
+    assert a.quarantine["reason_code"].tolist() == b.quarantine["reason_code"].tolist() == ["out_of_range"]
+    pd.testing.assert_frame_equal(a.valid.drop(columns="source_file"), b.valid.drop(columns="source_file"))
+    assert set(b.valid["region"]) == {"NA"}
+
+
+def test_csv_values_are_parsed_per_row(tmp_path: Path):
+    p = tmp_path / "snapshots-2024-01-08.csv"
+    header = ",".join(contract.SNAPSHOT_REQUIRED)
+    rows = [
+        "opp-0,2024-01-08,1000,eur,50,Proposal,2024-03-01,2024-01-05T10:00:00Z,u1,a1",
+        "opp-1,2024-01-08,abc,eur,50,proposal,2024-03-01,,u1,a1",              # bad number
+        "opp-2,2024-01-08, 2500.5 ,EUR,NaN,proposal,2024-03-01,,u1,a1",        # NaN probability
+        "opp-3,08/01/2024,1000,EUR,10,proposal,2024-03-01,,u1,a1",             # not ISO 8601
+        "opp-4,2024-01-08,1e3,usd,100,commit,2024-03-01,2024-01-07 23:30:00+02:00,u2,a2",
+    ]
+    p.write_text(header + "\n" + "\n".join(rows) + "\n")
+    res = ingest_files("snapshots", [p], tenant=TENANT, now=NOW)
+    check_invariants("snapshots", res)
+    assert reasons_by_row(res) == {1: "bad_type", 2: "missing_value", 3: "bad_type"}
+    assert ids(res) == ["opp-0", "opp-4"]
+    v = res.valid.set_index("opportunity_id")
+    assert v.loc["opp-4", "deal_value"] == 1000.0
+    assert v.loc["opp-0", "last_activity_at"] == pd.Timestamp("2024-01-05 10:00")  # UTC, naive
+    assert v.loc["opp-4", "last_activity_at"] == pd.Timestamp("2024-01-07 21:30")  # +02:00 -> UTC
+    assert json.loads(res.quarantine["raw"].iloc[0])["deal_value"] == "abc"
+
+
+def test_missing_column_in_one_file_leaves_the_others_alone(tmp_path: Path):
+    good = make_snapshots(3)
+    bad = make_snapshots(2, start=10).drop(columns="currency")
+    good.to_parquet(tmp_path / "good.parquet")
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    res = ingest_files("snapshots", [tmp_path / "good.parquet", tmp_path / "bad.csv"], tenant=TENANT, now=NOW)
+    check_invariants("snapshots", res)
+    assert ids(res) == ["opp-0", "opp-1", "opp-2"]
+    assert set(res.quarantine["source_file"]) == {"bad.csv"}
+    assert res.stats["reasons"] == {"missing_column": 2}
+    assert "currency" in res.quarantine["reason"].iloc[0] and "bad.csv" in res.quarantine["reason"].iloc[0]
+
+
+def test_outside_week(tmp_path: Path):
+    df = make_snapshots(4)
+    df["snapshot_date"] = pd.to_datetime(["2024-01-07", "2024-01-08", "2024-01-14", "2024-01-15"])
+    df["last_activity_at"] = pd.Timestamp("2024-01-01")
+    p = tmp_path / "snapshots-2024-01-08.parquet"
+    df.to_parquet(p)
+    week = contract.week_bounds("2024-01-08")
+    res = ingest_files("snapshots", [p], tenant=TENANT, now=NOW, week=week)
+    check_invariants("snapshots", res)
+    assert reasons_by_row(res) == {0: "outside_week", 3: "outside_week"}
+    assert ids(res) == ["opp-1", "opp-2"]
+    assert "2024-01-07" in res.quarantine["reason"].iloc[0]
+    # without a week every row is valid
+    assert len(ingest_files("snapshots", [p], tenant=TENANT, now=NOW).valid) == 4
+
+
+def test_unknown_extra_columns_are_preserved(tmp_path: Path):
+    df = make_snapshots(3)
+    df["champion_engaged"] = [True, False, True]
+    df["notes"] = ["a", None, "c"]
+    res = run("snapshots", df)
+    assert res.valid["champion_engaged"].tolist() == [True, False, True]
+    assert res.valid["notes"].tolist() == ["a", None, "c"]
+    assert res.stats["files"][0]["extra_columns"] == ["champion_engaged", "notes"]
+    assert list(res.valid.columns[-3:]) == ["champion_engaged", "notes", "source_file"]
+
+
+def test_reserved_column_name_is_refused_without_losing_rows():
+    df = make_snapshots(2)
+    df["source_file"] = "crm-export"
+    res = run("snapshots", df)
+    assert res.stats["reasons"] == {"reserved_column": 2}
+    assert json.loads(res.quarantine["raw"].iloc[0])["source_file"] == "crm-export"
+
+
+def test_timezone_aware_datetimes_become_naive_utc():
+    df = make_snapshots(2)
+    df["last_activity_at"] = pd.to_datetime(["2024-01-05 10:00", "2024-01-05 23:30"]).tz_localize("Europe/Berlin")
+    res = run("snapshots", df)
+    assert res.valid["last_activity_at"].tolist() == [pd.Timestamp("2024-01-05 09:00"), pd.Timestamp("2024-01-05 22:30")]
+    assert res.valid["last_activity_at"].dt.tz is None
+
+
+def test_integer_ids_from_parquet_become_strings():
+    df = make_snapshots(2)
+    df["opportunity_id"] = [101, 102]
+    df["account_id"] = [7.0, 8.0]
+    res = run("snapshots", df)
+    assert ids(res) == ["101", "102"] and res.valid["account_id"].tolist() == ["7", "8"]
+
+
+# --------------------------------------------------------------------------- the other kinds
+
+
+def test_outcomes_rules():
+    df = obj(make_outcomes(7), "closed_at", "actual_revenue")
+    df.loc[0, "outcome"] = " WON "
+    df.loc[1, "outcome"] = "maybe"
+    df.loc[2, "closed_at"] = pd.Timestamp("2024-02-01")
+    df.loc[3, "actual_revenue"] = -5.0
+    df.loc[4, "actual_revenue"] = "lots"
+    df["mitigation_effectiveness"] = [0.5, 0.5, 0.5, 0.5, 0.5, 2.0, np.nan]
+    res = run("outcomes", df)
+    assert reasons_by_row(res) == {1: "not_allowed", 2: "future_date", 3: "out_of_range", 4: "bad_type",
+                                   5: "out_of_range"}
+    assert ids(res) == ["opp-0", "opp-6"]
+    assert res.valid.set_index("opportunity_id").loc["opp-0", "outcome"] == "won"
+    assert "'maybe'" in res.quarantine["reason"].iloc[0] and "won, lost" in res.quarantine["reason"].iloc[0]
+
+
+def test_outcome_duplicate_key_is_the_opportunity():
+    df = make_outcomes(3)
+    again = df.iloc[[1]].assign(outcome="lost" if df.loc[1, "outcome"] == "won" else "won")
+    res = run("outcomes", pd.concat([df, again], ignore_index=True))
+    assert reasons_by_row(res) == {1: "duplicate_conflict", 3: "duplicate_conflict"}
+    assert ids(res) == ["opp-0", "opp-2"]
+
+
+def test_activities_rules():
+    df = make_activities(6)
+    df.loc[0, "activity_type"] = " Webinar "  # unknown type: kept, normalised
+    df.loc[1, "activity_type"] = None
+    df.loc[2, "occurred_at"] = pd.Timestamp("2024-01-15 12:30")  # 30 min after NOW
+    df = pd.concat([df, df.iloc[[3]]], ignore_index=True)  # exact duplicate event
+    res = run("activities", df)
+    assert reasons_by_row(res) == {1: "missing_value", 2: "future_date", 6: "duplicate_exact"}
+    assert len(res.valid) == 4
+    assert "webinar" in set(res.valid["activity_type"])
+
+
+def test_interactions_rules():
+    df = obj(make_interactions(6), "relevance")
+    df.loc[0, "relevance"] = 3
+    df.loc[1, "relevance"] = 1.5
+    df.loc[2, "relevance"] = "x"
+    df.loc[3, "action_id"] = ""
+    res = run("interactions", df)
+    assert reasons_by_row(res) == {0: "not_allowed", 1: "not_allowed", 2: "bad_type", 3: "missing_value"}
+    assert ids(res) == ["opp-4", "opp-5"]
+    assert res.valid["relevance"].dtype == "int64"
+    assert res.valid["relevance"].tolist() == [1, 2]
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def test_100k_snapshot_rows_validate_quickly():
+    df = make_snapshots(100_000)
+    df.loc[::1000, "probability"] = 150.0
+    t0 = time.perf_counter()
+    res = run("snapshots", df)
+    elapsed = time.perf_counter() - t0
+    assert res.stats["reasons"] == {"out_of_range": 100}
+    assert len(res.valid) == 99_900
+    assert elapsed < 5.0, f"validation of 100k rows took {elapsed:.1f}s"
