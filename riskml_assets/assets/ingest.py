@@ -75,7 +75,8 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
             res = core_ingest.ingest_files(kind, files, tenant=tenant, now=now, week=week_bounds(week))
         except ContractError as exc:
             bad = pd.DataFrame([{"tenant": tenant, "kind": kind, "source_file": ",".join(f.name for f in files),
-                                 "row_number": -1, "reason": f"unreadable_file: {exc}", "raw": ""}])
+                                 "row_number": -1, "reason_code": "unreadable_file", "reason": str(exc), "raw": ""}],
+                               columns=core_ingest.QUARANTINE_COLUMNS)
             _write_quarantine(riskml, kind, tenant, week, bad)
             raise dg.Failure(description=f"{name} {tenant}|{week}: {exc}",
                              metadata={"incoming_dir": str(incoming)}) from exc

@@ -53,7 +53,9 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
     p_tr, p_va = predict_raw(art, train_real), predict_raw(art, valid)
     y_tr, y_va = train_real[LABEL].to_numpy(int), valid[LABEL].to_numpy(int)
     auc_tr, auc_va = M.roc_auc(y_tr, p_tr), M.roc_auc(y_va, p_va)
-    art["metrics"] = {"auc_train": auc_tr, "auc_validation": auc_va, "brier_validation_raw": M.brier(y_va, p_va),
+    auc_lo, auc_hi = M.grouped_bootstrap_ci(y_va, p_va, M.roc_auc, valid["opportunity_id"].to_numpy())
+    art["metrics"] = {"auc_train": auc_tr, "auc_validation": auc_va, "auc_validation_ci_low": auc_lo,
+                      "auc_validation_ci_high": auc_hi, "brier_validation_raw": M.brier(y_va, p_va),
                       "logloss_validation_raw": M.log_loss(y_va, p_va)}
     art["manifest_fingerprint"] = feature_manifest["fingerprint"]
     art["tenant"], art["week"] = tenant, week
@@ -69,11 +71,11 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
         mlf.log_dict(feature_manifest, "feature_manifest.json")
         mlf.log_text(art["booster_json"], "model/xgboost_model.json")
         art["mlflow_run_id"] = run.info.run_id
-    checks = gate_results(riskml.gates(), {"risk_model_beats_base_rate": auc_va,
+    checks = gate_results(riskml.gates(), {"risk_model_beats_base_rate": auc_lo,
                                            "risk_model_not_overfit": auc_tr - auc_va}, log=context.log)
     imp = pd.DataFrame(list(art["importance"].items()), columns=["feature", "share of gain"])
     return dg.MaterializeResult(value=art, check_results=checks, metadata={
-        "auc_train": auc_tr, "auc_validation": auc_va, "best_iteration": art["best_iteration"],
+        "auc_train": auc_tr, "auc_validation": auc_va, "auc_validation_ci_low": auc_lo, "best_iteration": art["best_iteration"],
         "train_rows": art["train_rows"], "features": len(art["features"]),
         "train_seconds": round(art["train_seconds"], 2),
         "mlflow_run_id": art["mlflow_run_id"], "mlflow_run": dg.MetadataValue.url(mlflow.run_url(art["mlflow_run_id"])),

@@ -74,7 +74,8 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     Gate("dataset_splits_walk_forward_order", "order_violations", "<=", 0, "fail", "walk-forward: test outcomes earlier than train outcomes"),
     Gate("balanced_train_ratio", "ratio_shortfall", "<=", 0.05, "fail", "target class ratio minus achieved ratio"),
     # model
-    Gate("risk_model_beats_base_rate", "auc_validation", ">=", 0.55, "fail", "validation AUC of the model (the base rate scores 0.5)"),
+    Gate("risk_model_beats_base_rate", "auc_validation_ci_low", ">=", 0.52, "fail",
+         "lower end of the 90% opportunity-bootstrap interval of validation AUC (the base rate scores 0.5)"),
     Gate("risk_model_not_overfit", "auc_gap_train_validation", "<=", 0.10, "warn", "train AUC minus validation AUC"),
     Gate("risk_calibrator_ece", "ece_excess_validation_cv", "<=", 0.03, "fail",
          "ECE after calibration (out-of-fold on validation) beyond the noise floor of a perfectly calibrated model"),

@@ -702,3 +702,29 @@ def ece_noise_floor(p: Any, n_bins: int = 10, strategy: str = "uniform", n_sim: 
         sims = [ece((rng.random(len(gp)) < gp).astype(int)[codes], p, n_bins=n_bins, strategy=strategy)
                 for _ in range(n_sim)]
     return float(np.mean(sims))
+
+
+def grouped_bootstrap_ci(y: Any, p: Any, metric_fn: Callable[[np.ndarray, np.ndarray], float], groups: Any,
+                         n_boot: int = 300, level: float = 0.90, seed: int = 0) -> tuple[float, float]:
+    """Two-sided ``level`` percentile interval of ``metric_fn(y, p)``, resampling whole groups.
+
+    Rows of one group (the snapshots of one opportunity) share an outcome, so resampling rows would
+    overstate the evidence; resampling opportunities gives an honest interval for a gate.
+    """
+    y, p = np.asarray(y), np.asarray(p, dtype=float)
+    codes, _ = pd.factorize(pd.Series(np.asarray(groups)))
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(codes.max() + 1))
+    members = np.split(order, starts[1:])
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(members), len(members))
+        idx = np.concatenate([members[i] for i in pick])
+        v = metric_fn(y[idx], p[idx])
+        if v == v:
+            vals.append(v)
+    if not vals:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(vals, tail)), float(np.percentile(vals, 100 - tail))

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real Dagster instance, real parquet storage and a real MLflow SQLite store in a temp dir."""
+import os
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class Platform:
+    """A riskml deployment in a temp folder: Definitions bound to temp resources, plus helpers to drive it."""
+
+    def __init__(self, root: Path, instance: dg.DagsterInstance):
+        from riskml_assets.definitions import all_assets
+        from riskml_assets.io_manager import RiskmlIOManager
+        from riskml_assets.jobs import jobs
+        from riskml_assets.resources import MlflowTracking, RiskmlSettings
+
+        self.root, self.instance = root, instance
+        self.incoming, self.oracle = root / "incoming", root / "oracle"
+        self.resources = {
+            "io_manager": RiskmlIOManager(base_path=str(root / "assets")),
+            "riskml": RiskmlSettings(incoming_dir=str(self.incoming), quarantine_dir=str(root / "quarantine"),
+                                     gates_file=str(root / "gates.yaml")),
+            "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", experiment_name="riskml-test"),
+        }
+        self.defs = dg.Definitions(assets=all_assets, jobs=jobs, resources=self.resources,
+                                   executor=dg.in_process_executor)
+
+    def add_tenant(self, tenant: str) -> None:
+        if tenant not in self.instance.get_dynamic_partitions("tenant"):
+            self.instance.add_dynamic_partitions("tenant", [tenant])
+
+    def weeks(self, tenant: str) -> list[str]:
+        from riskml_assets.cli import tenant_weeks
+
+        return tenant_weeks(self.incoming)[0].get(tenant, [])
+
+    def run(self, job: str, tenant: str, week: str, run_config=None) -> dg.ExecuteInProcessResult:
+        self.add_tenant(tenant)
+        return self.defs.resolve_job_def(job).execute_in_process(
+            partition_key=f"{tenant}|{week}", instance=self.instance, raise_on_error=False,
+            run_config=run_config or {"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+
+    def ingest_all(self, tenant: str) -> None:
+        for w in self.weeks(tenant):
+            res = self.run("ingest_job", tenant, w)
+            assert res.success, f"ingest {tenant}|{w} failed"
+
+    def load(self, asset: str, tenant: str, week: str):
+        import json
+
+        import pandas as pd
+
+        base = self.root / "assets" / asset / tenant / week
+        if base.with_name(week + ".parquet").exists():
+            return pd.read_parquet(base.with_name(week + ".parquet"))
+        return json.loads(base.with_name(week + ".json").read_text())
+
+    def path(self, asset: str, tenant: str, week: str, ext: str = ".parquet") -> Path:
+        return self.root / "assets" / asset / tenant / (week + ext)
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory):
+    root = tmp_path_factory.mktemp("riskml")
+    (root / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        yield Platform(root, instance)
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
