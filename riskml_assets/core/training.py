@@ -129,7 +129,7 @@ def predict_raw(artifact: dict, df: pd.DataFrame) -> np.ndarray:
     booster = load_booster(artifact)
     dm = xgb.DMatrix(X, enable_categorical=True)
     best = artifact.get("best_iteration")
-    rng = (0, 3)
+    rng = (0, best + 1) if best is not None else (0, 0)
     return booster.predict(dm, iteration_range=rng).astype("float64")
 
 
