@@ -13,12 +13,15 @@ from .assets.prep import prep_assets  # noqa: E402
 from .assets.risk import risk_assets  # noqa: E402
 from .jobs import jobs  # noqa: E402
 from .resources import default_resources  # noqa: E402
+from .sensors import schedules, sensors  # noqa: E402
 
 all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets]
 
 defs = dg.Definitions(
     assets=all_assets,
     jobs=jobs,
+    sensors=sensors,
+    schedules=schedules,
     resources=default_resources(),
     executor=dg.in_process_executor,
 )

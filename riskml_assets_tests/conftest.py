@@ -19,6 +19,7 @@ class Platform:
         from riskml_assets.io_manager import RiskmlIOManager
         from riskml_assets.jobs import jobs
         from riskml_assets.resources import MlflowTracking, RiskmlSettings
+        from riskml_assets.sensors import schedules, sensors
 
         self.root, self.instance = root, instance
         self.incoming, self.oracle = root / "incoming", root / "oracle"
@@ -28,8 +29,8 @@ class Platform:
                                      gates_file=str(root / "gates.yaml")),
             "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", experiment_name="riskml-test"),
         }
-        self.defs = dg.Definitions(assets=all_assets, jobs=jobs, resources=self.resources,
-                                   executor=dg.in_process_executor)
+        self.defs = dg.Definitions(assets=all_assets, jobs=jobs, resources=self.resources, sensors=sensors,
+                                   schedules=schedules, executor=dg.in_process_executor)
 
     def add_tenant(self, tenant: str) -> None:
         if tenant not in self.instance.get_dynamic_partitions("tenant"):
