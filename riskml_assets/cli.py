@@ -21,13 +21,21 @@ TRAIN_ASSETS = ("feature_manifest", "training_examples", "clean_examples", "data
 INGEST_ASSETS = ("risk_snapshots", "opportunity_outcomes", "activity_events")
 
 
+HOME_YAML = Path(__file__).resolve().parent.parent / "config" / "dagster_home.yaml"
+
+
 def ensure_dagster_home() -> Path:
-    """Use $DAGSTER_HOME, or ``./.dagster`` with the repository's dagster.yaml (same storage either way)."""
+    """Use $DAGSTER_HOME, or ``./.dagster``; storage is SQLite under that folder either way.
+
+    (The repository's ./dagster.yaml points at the same ``.dagster/`` folder when DAGSTER_HOME is unset.)
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or (ROOT / ".dagster")).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    cfg = ROOT / "dagster.yaml"
-    if not (home / "dagster.yaml").exists() and cfg.exists():
-        shutil.copy(cfg, home / "dagster.yaml")
+    if not (home / "dagster.yaml").exists():
+        if HOME_YAML.exists():
+            shutil.copy(HOME_YAML, home / "dagster.yaml")
+        else:
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -16,5 +16,5 @@ if [ ! -f "$stamp" ] || ! cmp -s requirements.lock "$stamp"; then
 fi
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster}"
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp config/dagster_home.yaml "$DAGSTER_HOME/dagster.yaml"
 export PATH="$PWD/.venv/bin:$PATH"

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# The test command: environment from the lock file, then pytest (fast suite by default; `-m slow` for end-to-end).
+# The test command: environment from the lock file, then pytest.
+#   bash scripts/test.sh            fast suite (default)
+#   bash scripts/test.sh -m slow    end-to-end: the real `riskml run` CLI on the committed sample tenant
+#   bash scripts/test.sh -m ui      real browser: dagster-webserver + headless Debian chromium (installed if missing)
 source "$(dirname "$0")/env.sh"
+if [[ " $* " == *" ui "* ]] && ! command -v chromium >/dev/null 2>&1; then
+  echo ">> installing Debian's chromium for the browser tests"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 set +e
 python -m pytest "$@"
 rc=$?

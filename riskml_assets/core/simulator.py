@@ -20,6 +20,29 @@ and never on the outcome, so ``p_lost_true`` is the best any model can do (the o
 latents leave point-in-time visible traces: engaged deals log ~2.5 activities a week against ~0.35,
 slip-prone deals move their close date with P=0.45 a week against 0.05.
 
+Mitigation actions and feedback (the ``interactions`` files)
+------------------------------------------------------------
+A catalogue of mitigation actions (:data:`ACTION_CATALOGUE`, each addressing one risk category) is
+recommended to deal owners. Every written week but the last, each open opportunity is reviewed by its
+owner (``user_id`` = ``owner_id``) with P=0.25 on the snapshot Friday between 08:00 and 17:00 and shown
+3-6 actions (drawn without replacement, mildly favouring the categories the CRM's heuristic
+``risk_<category>`` scores flag, like a rule-based recommender). The feedback ``relevance`` (0 ignored,
+1 clicked, 2 accepted) thresholds a latent utility::
+
+    utility = ACTION_NEED_WEIGHT * need(opportunity state, action) + preference[user, action]
+              + popularity[action] + logistic noise
+    relevance = 2 if utility > ACTION_ACCEPT_AT else 1 if utility > ACTION_CLICK_AT else 0
+
+``need`` is 1 for relationship actions on disengaged deals, timeline actions on slip-prone deals,
+competitive actions where the industry/region effect is adverse, technical actions on the platform
+product line (a proof of concept mostly before the proposal stage), and grows with the deal size for
+commercial actions (a discount only in negotiation/commit). Every driver leaves point-in-time traces
+(activities, close-date slips, categorical columns, deal value, stage, past feedback), and ranking by
+the noiseless utility (``utility_mean`` in the oracle) is the best any ranker can do. Interactions
+come from a separate random stream, so snapshots, outcomes, activities and truth are identical with or
+without them; they never change outcomes. The oracle folder also gets ``actions.parquet`` (the
+catalogue) and ``interactions_truth.parquet`` (every shown row with its ``need`` and ``utility_mean``).
+
 Time line
 ---------
 Weeks run Monday–Sunday. The snapshot of a week is taken on its Friday at 00:00 and lists every
@@ -49,6 +72,7 @@ from riskml_assets.core import contract
 __all__ = [
     "TenantSpec", "SimulatedTenant", "DEFAULT_TENANTS", "DEFAULT_END", "DEFAULT_WEEKS", "DEFAULT_SEED",
     "WARMUP_WEEKS", "simulate_tenant", "write_tenant", "generate", "summarize", "parse_tenants", "main",
+    "ACTION_CATALOGUE", "action_catalogue", "simulate_interactions",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +148,31 @@ RISK_NOISE_SD = 0.8  # risk_score = sigmoid(logit(p_lost_true) + AR(1) noise wit
 RISK_NOISE_AR = 0.3
 P_MITIGATION_RECORDED = 0.35
 
+# mitigation actions: (action_id, risk category it addresses, popularity = utility offset for everyone)
+ACTION_CATALOGUE: tuple[tuple[str, str, float], ...] = (
+    ("exec_sponsor_call", "relationship", 0.0),
+    ("re_engagement_sequence", "relationship", 0.2),
+    ("champion_mapping", "relationship", -0.2),
+    ("reschedule_close", "timeline", 0.3),
+    ("mutual_action_plan", "timeline", 0.0),
+    ("discount_offer", "commercial", 0.5),
+    ("roi_business_case", "commercial", -0.1),
+    ("competitive_battlecard", "competitive", 0.1),
+    ("reference_customer_call", "competitive", -0.3),
+    ("technical_deep_dive", "technical", 0.0),
+    ("proof_of_concept", "technical", -0.4),
+)
+P_REVIEW = 0.25  # share of open deals whose owner reviews recommendations in a week
+ACTIONS_SHOWN = (3, 6)  # inclusive
+ACTION_NEED_WEIGHT = 2.0
+ACTION_PREF_SD = 0.7  # user x action preference
+ACTION_NOISE_SCALE = 0.6  # logistic noise of one impression
+ACTION_CLICK_AT = 1.0
+ACTION_ACCEPT_AT = 2.2
+ACTION_SHOWN_BIAS = 0.8  # shown with weight exp(bias * heuristic risk score of the action's category)
+INTERACTION_STREAM = 0x1A7E  # the separate random stream of the interactions
+INTERACTION_COLUMNS = contract.INTERACTION_REQUIRED
+
 SNAPSHOT_COLUMNS = (*contract.SNAPSHOT_REQUIRED, *contract.SNAPSHOT_OPTIONAL)
 OUTCOME_COLUMNS = (*contract.OUTCOME_REQUIRED, *contract.OUTCOME_OPTIONAL)
 ACTIVITY_COLUMNS = contract.ACTIVITY_REQUIRED
@@ -131,7 +180,7 @@ TRUTH_COLUMNS = ("opportunity_id", "p_lost_true", "engaged", "slip_prone", "outc
 
 _DAY = 86_400
 _WEEK = 7 * _DAY
-_ORDER = ("snapshots", "outcomes", "activities")
+_ORDER = ("snapshots", "outcomes", "activities", "interactions")
 
 
 @dataclass
@@ -152,6 +201,14 @@ class SimulatedTenant:
     fridays: list[dt.date] = field(default_factory=list)  # the written weeks, as their Fridays
     end: dt.date = DEFAULT_END
     seed: int = DEFAULT_SEED
+    #: recommendation feedback in the contract (user_id, opportunity_id, action_id, shown_at, relevance)
+    interactions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(INTERACTION_COLUMNS)))
+    #: oracle of the interactions: the same rows plus category, need and the noiseless utility
+    interaction_truth: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def actions(self) -> pd.DataFrame:
+        return action_catalogue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,10 +460,88 @@ def simulate_tenant(
         "outcome_written": close_week >= WARMUP_WEEKS,
     })
     fridays = [monday0 + dt.timedelta(days=7 * i + 4) for i in range(WARMUP_WEEKS, total_weeks)]
+    irng = np.random.default_rng([int(seed) + int(spec.seed_offset), INTERACTION_STREAM])
+    interactions, interaction_truth = simulate_interactions(snapshots, truth, end=friday_last, rng=irng)
     return SimulatedTenant(
         name=spec.name, snapshots=snapshots, outcomes=outcomes, activities=activities, truth=truth,
-        fridays=fridays, end=friday_last, seed=int(seed),
+        fridays=fridays, end=friday_last, seed=int(seed), interactions=interactions,
+        interaction_truth=interaction_truth,
     )
+
+
+def action_catalogue() -> pd.DataFrame:
+    """The mitigation actions: action_id, category (the risk category it addresses), popularity."""
+    return pd.DataFrame(ACTION_CATALOGUE, columns=["action_id", "category", "popularity"])
+
+
+def _action_need(snap: pd.DataFrame, engaged: np.ndarray, slip_prone: np.ndarray) -> np.ndarray:
+    """(rows, actions) matrix of how much each action fits each snapshot's hidden state (0..1)."""
+    m = len(snap)
+    stage_idx = pd.Categorical(snap["stage"], categories=list(contract.OPEN_STAGES)).codes
+    adverse = (snap["industry"].map(INDUSTRY_EFFECT).to_numpy(float)
+               + snap["region"].map(REGION_EFFECT).to_numpy(float)) >= 0.1
+    platform = (snap["product_line"] == "platform").to_numpy()
+    size = np.clip(np.log(snap["deal_value"].to_numpy(float) / MEDIAN_DEAL_VALUE) / 1.2, 0.0, 1.0)
+    need = np.zeros((m, len(ACTION_CATALOGUE)))
+    for j, (aid, cat, _) in enumerate(ACTION_CATALOGUE):
+        if cat == "relationship":
+            need[:, j] = ~engaged
+        elif cat == "timeline":
+            need[:, j] = slip_prone
+        elif cat == "competitive":
+            need[:, j] = adverse
+        elif cat == "technical":
+            need[:, j] = platform * (np.where(stage_idx <= 1, 1.0, 0.4) if aid == "proof_of_concept" else 1.0)
+        elif cat == "commercial":
+            need[:, j] = size * (np.where(stage_idx >= 3, 1.0, 0.2) if aid == "discount_offer" else 1.0)
+    return need
+
+
+def simulate_interactions(snapshots: pd.DataFrame, truth: pd.DataFrame, *, end: dt.date,
+                          rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recommendation feedback for the snapshot rows (see the module doc), from its own generator.
+
+    Returns (interactions in the contract, sorted by shown_at/user/opportunity/action; oracle rows).
+    """
+    k_act = len(ACTION_CATALOGUE)
+    owners = snapshots["owner_id"].astype(str)
+    owner_idx = owners.str.slice(4).astype(int).to_numpy() if len(owners) else np.zeros(0, int)
+    n_users = int(owner_idx.max()) + 1 if len(owner_idx) else 0
+    preference = rng.normal(0.0, ACTION_PREF_SD, (n_users, k_act))  # drawn first: independent of the data size
+    popularity = np.array([a[2] for a in ACTION_CATALOGUE])
+    snap = snapshots[snapshots["snapshot_date"] < pd.Timestamp(end)].reset_index(drop=True)  # shown_at <= end
+    reviewed = rng.random(len(snap)) < P_REVIEW
+    snap = snap.loc[reviewed].reset_index(drop=True)
+    m = len(snap)
+    t = truth.set_index("opportunity_id").loc[snap["opportunity_id"]]
+    engaged, slip = t["engaged"].to_numpy(bool), t["slip_prone"].to_numpy(bool)
+    need = _action_need(snap, engaged, slip)
+    shown_n = rng.integers(ACTIONS_SHOWN[0], ACTIONS_SHOWN[1] + 1, m)
+    cat_score = np.column_stack([snap[f"risk_{cat}"].to_numpy(float) for _, cat, _ in ACTION_CATALOGUE]) if m else np.zeros((0, k_act))
+    keys = ACTION_SHOWN_BIAS * cat_score + rng.gumbel(size=(m, k_act))  # Gumbel top-k = weighted sampling w/o replacement
+    rank = np.argsort(np.argsort(-keys, axis=1), axis=1)
+    shown = rank < shown_n[:, None]
+    hour = rng.integers(8 * 3600, 17 * 3600, m)
+    noise = rng.logistic(0.0, ACTION_NOISE_SCALE, (m, k_act))
+    u_idx = snap["owner_id"].astype(str).str.slice(4).astype(int).to_numpy() if m else np.zeros(0, int)
+    utility_mean = ACTION_NEED_WEIGHT * need + preference[u_idx] + popularity[None, :]
+    utility = utility_mean + noise
+    relevance = np.where(utility > ACTION_ACCEPT_AT, 2, np.where(utility > ACTION_CLICK_AT, 1, 0))
+    rows, cols = np.nonzero(shown)
+    aid = np.array([a[0] for a in ACTION_CATALOGUE], dtype=object)
+    cat = np.array([a[1] for a in ACTION_CATALOGUE], dtype=object)
+    shown_at = (snap["snapshot_date"].to_numpy()[rows] + hour[rows].astype("timedelta64[s]")).astype("datetime64[ns]")
+    oracle = pd.DataFrame({
+        "user_id": snap["owner_id"].to_numpy(object)[rows],
+        "opportunity_id": snap["opportunity_id"].to_numpy(object)[rows],
+        "action_id": aid[cols],
+        "shown_at": shown_at,
+        "relevance": relevance[rows, cols].astype(np.int64),
+        "category": cat[cols],
+        "need": need[rows, cols],
+        "utility_mean": utility_mean[rows, cols],
+    }).sort_values(["shown_at", "user_id", "opportunity_id", "action_id"], kind="mergesort").reset_index(drop=True)
+    return oracle[list(INTERACTION_COLUMNS)].copy(), oracle
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,9 +567,11 @@ def write_tenant(sim: SimulatedTenant, incoming_root: Path, oracle_root: Path, f
     """Write ``sim`` as contract files under ``<incoming_root>/<tenant>/`` and the oracle file.
 
     One ``snapshots-<Friday>`` file per written week; ``outcomes-<Friday>`` (deals closed that
-    Monday–Sunday week) and ``activities-<Friday>`` (events of that week) are skipped when empty.
-    The oracle goes to ``<oracle_root>/<tenant>/truth.parquet`` (always parquet). Existing files of
-    the same name are replaced; other files are left alone. Returns the written paths, oracle last.
+    Monday–Sunday week), ``activities-<Friday>`` (events of that week) and ``interactions-<Friday>``
+    (recommendations shown that Friday) are skipped when empty.
+    The oracle goes to ``<oracle_root>/<tenant>/truth.parquet`` (always parquet), with ``actions.parquet``
+    and ``interactions_truth.parquet`` next to it. Existing files of the same name are replaced; other
+    files are left alone. Returns the written contract files and truth.parquet (last).
     """
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
@@ -445,6 +582,7 @@ def write_tenant(sim: SimulatedTenant, incoming_root: Path, oracle_root: Path, f
         "snapshots": (sim.snapshots, sim.snapshots["snapshot_date"]),
         "outcomes": (sim.outcomes, _friday_of(sim.outcomes["closed_at"])),
         "activities": (sim.activities, _friday_of(sim.activities["occurred_at"])),
+        "interactions": (sim.interactions, _friday_of(pd.to_datetime(sim.interactions["shown_at"]))),
     }
     written: list[Path] = []
     for friday in sim.fridays:
@@ -460,6 +598,10 @@ def write_tenant(sim: SimulatedTenant, incoming_root: Path, oracle_root: Path, f
             written.append(path)
     oracle_dir = Path(oracle_root) / tenant
     oracle_dir.mkdir(parents=True, exist_ok=True)
+    # the action catalogue and the interactions' ground truth sit next to truth.parquet (not in the list)
+    _write_frame(action_catalogue(), oracle_dir / "actions.parquet", "parquet")
+    if len(sim.interaction_truth):
+        _write_frame(sim.interaction_truth, oracle_dir / "interactions_truth.parquet", "parquet")
     truth_path = oracle_dir / "truth.parquet"
     _write_frame(sim.truth, truth_path, "parquet")
     written.append(truth_path)
@@ -478,6 +620,7 @@ def summarize(sim: SimulatedTenant) -> dict:
         "outcomes": int(n_out),
         "lost_rate": float((sim.outcomes["outcome"] == "lost").mean()) if n_out else float("nan"),
         "activities": int(len(sim.activities)),
+        "interactions": int(len(sim.interactions)),
         "weeks": len(sim.fridays),
     }
 
@@ -539,7 +682,7 @@ def parse_tenants(text: str) -> tuple[TenantSpec, ...]:
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m riskml_assets.core.simulator",
-        description="Write deterministic simulated CRM data (snapshots, outcomes, activities) in the "
+        description="Write deterministic simulated CRM data (snapshots, outcomes, activities, interactions) in the "
         "riskml data contract, plus an oracle truth file per tenant for tests.",
     )
     p.add_argument("--out", default="data/incoming", help="incoming root; files go to OUT/<tenant>/ (default: %(default)s)")

@@ -1,0 +1,211 @@
+"""An honest ablation of synthetic augmentation and class balancing (pure module, no dagster).
+
+Every variant trains the SAME model configuration (``training.train_xgb_classifier``, early stopping on
+the real validation rows, then ``evaluation.fit_risk_calibrator`` on the real validation rows) on its own
+version of the train split, and is scored on the SAME real test rows: AUC, Brier and ECE of the
+calibrated predictions (``metrics``), next to the raw ones. Validation and test never contain a
+synthetic row (checked, not assumed).
+
+``choose_variant`` is the gate: the configured variant (augmented and/or balanced) is kept only when its
+synthetic rows passed the quality gates and its test Brier is not worse than the baseline's by more
+than ``tolerance``; otherwise the baseline (real train rows, no balancing) is kept, with the reason.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import metrics as M
+from .augmentation import METHODS, SYNTHETIC_FLAG, augment
+from .balancing import balance
+from .evaluation import apply_calibrator, fit_risk_calibrator
+from .features import LABEL
+from .gates import Gate
+from .training import XGBParams, predict_raw, train_xgb_classifier
+
+BASELINE = "baseline"
+DEFAULT_TOLERANCE = 0.002
+
+ABLATION_GATE = Gate(
+    "augmented_examples_ablation_brier", "test_brier_delta_vs_baseline", "<=", DEFAULT_TOLERANCE, "fail",
+    "test Brier of the augmented/balanced variant minus the baseline's; above the threshold the variant is "
+    "refused and the baseline train set is kept")
+
+# name -> {"augment": kwargs for augmentation.augment or None, "balance": kwargs for balancing.balance or None}
+DEFAULT_VARIANTS: dict[str, dict] = {
+    BASELINE: {},
+    "augmented:smote": {"augment": {"methods": ["smote"]}},
+    "augmented:copula": {"augment": {"methods": ["copula"]}},
+    "augmented:rules": {"augment": {"methods": ["rules"]}},
+    "augmented": {"augment": {"methods": list(METHODS)}},
+    "balanced:smote": {"balance": {"strategy": "smote", "target_ratio": 1.0, "min_ratio": 1.0}},
+    "augmented+balanced": {"augment": {"methods": list(METHODS)},
+                           "balance": {"strategy": "smote", "target_ratio": 1.0, "min_ratio": 1.0}},
+}
+
+TABLE_COLUMNS = ("variant", "augment", "balance", "real_train_rows", "synthetic_rows", "train_rows",
+                 "train_lost_rate", "augmentation_skipped", "quality_passed", "test_rows", "auc", "brier", "ece",
+                 "log_loss", "auc_raw", "brier_raw", "ece_raw", "delta_auc", "delta_brier", "delta_ece",
+                 "delta_brier_ci_low", "delta_brier_ci_high", "best_iteration", "seconds")
+
+VariantFn = Callable[[pd.DataFrame, Mapping, int], tuple[pd.DataFrame, dict]]
+
+
+def _real_part(splits_df: pd.DataFrame, name: str) -> pd.DataFrame:
+    part = splits_df[splits_df["split"].astype(str) == name]
+    if SYNTHETIC_FLAG in part.columns and part[SYNTHETIC_FLAG].fillna(False).astype(bool).any():
+        raise ValueError(f"the {name} split contains synthetic rows: it must be 100% real")
+    return part.reset_index(drop=True)
+
+
+def _build_train(train: pd.DataFrame, manifest: Mapping, spec, seed: int) -> tuple[pd.DataFrame, dict]:
+    if callable(spec):
+        return spec(train.copy(), manifest, seed)
+    info: dict = {"augment": "", "balance": "", "augmentation_skipped": None, "quality_passed": None}
+    out = train
+    aug = (spec or {}).get("augment")
+    if aug:
+        kwargs = {"seed": seed, **aug}
+        out, ainfo = augment(out, manifest, **kwargs)
+        info["augment"] = "+".join(kwargs.get("methods", METHODS))
+        info["augmentation_skipped"] = bool(ainfo["skipped"])
+        q = ainfo.get("quality", {})
+        info["quality_passed"] = all(v["passed"] for v in q.values()) if q else None
+        info["augmentation_info"] = ainfo
+    bal = (spec or {}).get("balance")
+    if bal:
+        kwargs = {"seed": seed, **bal}
+        if kwargs.get("strategy") == "smote" and "features" not in kwargs:
+            kwargs["features"] = manifest
+        out, binfo = balance(out, **kwargs)
+        info["balance"] = f"{kwargs.get('strategy')}@{kwargs.get('target_ratio', 1.0):g}"
+        info["balance_info"] = binfo
+    return out, info
+
+
+def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mapping[str, dict | VariantFn] | None = None,
+                 seed: int = 0, params: XGBParams | None = None, calibration: str = "auto",
+                 n_boot: int = 300, log: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Train and score every variant; one row per variant (columns ``TABLE_COLUMNS``).
+
+    ``splits_df`` holds real rows with a ``split`` column (train/validation/test). ``variants`` maps a name
+    to ``{"augment": {...}, "balance": {...}}`` (keyword arguments of ``augment``/``balance``; either may
+    be missing) or to ``fn(train, manifest, seed) -> (train', info)``. The baseline (real train rows, no
+    balancing) is always included. Deterministic for a fixed ``seed`` (apart from ``seconds``).
+    ``delta_brier_ci_low/high``: 90 % interval of (variant Brier - baseline Brier) from a paired bootstrap
+    that resamples whole test opportunities (their snapshots share one outcome).
+    """
+    variants = dict(DEFAULT_VARIANTS if variants is None else variants)
+    if BASELINE not in variants:
+        variants = {BASELINE: {}, **variants}
+    train = _real_part(splits_df, "train")
+    valid = _real_part(splits_df, "validation")
+    test = _real_part(splits_df, "test")
+    if not len(valid) or not len(test):
+        raise ValueError("the ablation needs real validation and test rows")
+    params = params or XGBParams(seed=seed)
+    y_val, y_test = valid[LABEL].to_numpy(dtype=int), test[LABEL].to_numpy(dtype=int)
+    rows, preds = [], {}
+    for name, spec in variants.items():
+        t0 = time.perf_counter()
+        tr, info = _build_train(train, manifest, spec, seed)
+        if "split" in tr.columns and (tr["split"].astype(str) != "train").any():
+            raise ValueError(f"variant {name!r} produced non-train rows")
+        model = train_xgb_classifier(tr, valid, manifest, params)
+        p_val, p_test = predict_raw(model, valid), predict_raw(model, test)
+        cal = fit_risk_calibrator(p_val, y_val, method=calibration, seed=seed)
+        p_cal = apply_calibrator(cal, p_test)
+        preds[name] = p_cal
+        syn = int(tr[SYNTHETIC_FLAG].fillna(False).astype(bool).sum()) if SYNTHETIC_FLAG in tr.columns else 0
+        row = {
+            "variant": name, "augment": info.get("augment", ""), "balance": info.get("balance", ""),
+            "real_train_rows": int(len(tr) - syn), "synthetic_rows": syn, "train_rows": int(len(tr)),
+            "train_lost_rate": float(tr[LABEL].mean()),
+            "augmentation_skipped": info.get("augmentation_skipped"), "quality_passed": info.get("quality_passed"),
+            "test_rows": int(len(test)),
+            "auc": M.roc_auc(y_test, p_cal), "brier": M.brier(y_test, p_cal), "ece": M.ece(y_test, p_cal),
+            "log_loss": M.log_loss(y_test, p_cal),
+            "auc_raw": M.roc_auc(y_test, p_test), "brier_raw": M.brier(y_test, p_test), "ece_raw": M.ece(y_test, p_test),
+            "best_iteration": int(model["best_iteration"]),
+            "seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        if log:
+            log(f"ablation {name}: {row['train_rows']} train rows ({syn} synthetic) -> test AUC {row['auc']:.4f} "
+                f"Brier {row['brier']:.4f} ECE {row['ece']:.4f}")
+    table = pd.DataFrame(rows)
+    base = table.loc[table["variant"] == BASELINE].iloc[0]
+    for m in ("auc", "brier", "ece"):
+        table[f"delta_{m}"] = table[m] - base[m]
+    groups = test["opportunity_id"].to_numpy() if "opportunity_id" in test.columns else np.arange(len(test))
+
+    def delta_brier(y, pp):
+        return M.brier(y, pp[:, 1]) - M.brier(y, pp[:, 0])
+
+    lo, hi = [], []
+    for name in table["variant"]:
+        if name == BASELINE:
+            lo.append(0.0)
+            hi.append(0.0)
+            continue
+        pair = np.column_stack([preds[BASELINE], preds[name]])
+        a, b = M.grouped_bootstrap_ci(y_test, pair, delta_brier, groups, n_boot=n_boot, level=0.90, seed=seed)
+        lo.append(a)
+        hi.append(b)
+    table["delta_brier_ci_low"], table["delta_brier_ci_high"] = lo, hi
+    return table[list(TABLE_COLUMNS)]
+
+
+def choose_variant(table: pd.DataFrame, candidate: str, tolerance: float = DEFAULT_TOLERANCE,
+                   baseline: str = BASELINE) -> dict:
+    """Keep ``candidate`` (the configured augmented/balanced variant) or fall back to the baseline.
+
+    The candidate is refused when its synthetic rows failed the quality gates, or when its test Brier
+    exceeds the baseline's by more than ``tolerance``. Returns ``{"kept", "candidate", "passed",
+    "delta_brier", "tolerance", "reason"}``.
+    """
+    by_name = table.set_index("variant")
+    if baseline not in by_name.index:
+        raise ValueError(f"the ablation table has no {baseline!r} row")
+    if candidate not in by_name.index:
+        raise ValueError(f"unknown candidate variant {candidate!r}; the table has {list(by_name.index)}")
+    b, c = by_name.loc[baseline], by_name.loc[candidate]
+    delta = float(c["brier"] - b["brier"])
+    out = {"candidate": candidate, "delta_brier": delta, "tolerance": float(tolerance),
+           "brier_baseline": float(b["brier"]), "brier_candidate": float(c["brier"])}
+    if candidate == baseline:
+        return {**out, "kept": baseline, "passed": True, "reason": "the baseline was configured: nothing to gate"}
+    if c.get("quality_passed") is False:
+        return {**out, "kept": baseline, "passed": False,
+                "reason": f"{candidate} refused: its synthetic rows failed the quality gates; kept {baseline}"}
+    gate = Gate(ABLATION_GATE.name, ABLATION_GATE.metric, ABLATION_GATE.op, float(tolerance), ABLATION_GATE.action)
+    if not gate.evaluate(delta).passed:
+        return {**out, "kept": baseline, "passed": False,
+                "reason": f"{candidate} refused: test Brier {c['brier']:.4f} is worse than the baseline's "
+                          f"{b['brier']:.4f} by {delta:.4f} > tolerance {tolerance:g}; kept {baseline}"}
+    if c.get("augmentation_skipped") is True and not c.get("balance"):
+        return {**out, "kept": baseline, "passed": True,
+                "reason": f"{candidate}: augmentation skipped (enough real rows), identical to {baseline}"}
+    verdict = "better than" if delta < 0 else "within tolerance of"
+    ci = ""
+    if "delta_brier_ci_high" in c.index and c["delta_brier_ci_high"] == c["delta_brier_ci_high"]:
+        ci = f", 90% CI [{c['delta_brier_ci_low']:+.4f}, {c['delta_brier_ci_high']:+.4f}]"
+        if c["delta_brier_ci_high"] < 0:
+            ci += ": significantly better"
+    return {**out, "kept": candidate, "passed": True,
+            "reason": f"{candidate} kept: test Brier {c['brier']:.4f} is {verdict} the baseline's {b['brier']:.4f} "
+                      f"(delta {delta:+.4f}{ci}; tolerance {tolerance:g})"}
+
+
+def ablation_markdown(table: pd.DataFrame, decision: Mapping | None = None, title: str = "Augmentation ablation") -> str:
+    cols = ["variant", "train_rows", "synthetic_rows", "quality_passed", "auc", "brier", "ece", "delta_auc",
+            "delta_brier", "delta_brier_ci_low", "delta_brier_ci_high", "delta_ece"]
+    lines = [f"## {title}", "", f"Same model configuration, scored on the same {int(table['test_rows'].iloc[0])} "
+             "real test rows (calibrated on the real validation rows).", "",
+             table[cols].to_markdown(index=False, floatfmt=".4f"), ""]
+    if decision:
+        lines += [f"**Kept: {decision['kept']}** — {decision['reason']}", ""]
+    return "\n".join(lines)
