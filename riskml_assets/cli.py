@@ -100,28 +100,61 @@ def latest_complete_week(weeks: list[str], today: dt.date | None = None) -> str 
     return done[-1] if done else None
 
 
-def ingest_history(instance, tenants: dict[str, list[str]], force: bool = False, until: dict[str, str] | None = None) -> int:
-    """Materialize the ingestion assets of every tenant-week that has files and no materialization yet."""
-    import dagster as dg
-
+def run_partitions(instance, job_name: str, pairs: list[tuple[str, str]], verb: str = "ran") -> int:
+    """Execute a partitioned job for each (tenant, week) in this process, recorded in the instance."""
     from .definitions import defs
     from .partitions import partition_key
 
-    job = defs.resolve_job_def("ingest_job")
-    key = dg.AssetKey("risk_snapshots")
-    done = set() if force else set(instance.get_materialized_partitions(key))
-    todo = [(t, w) for t, ws in tenants.items() for w in ws
-            if (until is None or w <= until.get(t, w)) and partition_key(t, w) not in done]
+    job = defs.resolve_job_def(job_name)
     t0, failed = time.perf_counter(), 0
-    for i, (t, w) in enumerate(todo, 1):
+    for i, (t, w) in enumerate(pairs, 1):
         res = job.execute_in_process(partition_key=partition_key(t, w), instance=instance, raise_on_error=False,
                                      run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         if not res.success:
             failed += 1
-            print(f"  ingest {t}|{w}: FAILED (see the run in the UI)", file=sys.stderr)
-        if i % 20 == 0 or i == len(todo):
-            print(f"  ingested {i}/{len(todo)} tenant-weeks ({time.perf_counter() - t0:.0f}s)")
+            print(f"  {job_name} {t}|{w}: FAILED (run {res.run_id}; see the UI or `riskml failures`)", file=sys.stderr)
+        if i % 20 == 0 or i == len(pairs):
+            print(f"  {verb} {i}/{len(pairs)} tenant-weeks ({time.perf_counter() - t0:.0f}s)")
     return failed
+
+
+def ingest_history(instance, tenants: dict[str, list[str]], force: bool = False, until: dict[str, str] | None = None) -> int:
+    """Materialize the ingestion assets of every tenant-week that has files and no materialization yet."""
+    import dagster as dg
+
+    from .partitions import partition_key
+
+    done = set() if force else set(instance.get_materialized_partitions(dg.AssetKey("risk_snapshots")))
+    todo = [(t, w) for t, ws in tenants.items() for w in ws
+            if (until is None or w <= until.get(t, w)) and partition_key(t, w) not in done]
+    return run_partitions(instance, "ingest_job", todo, verb="ingested")
+
+
+def cmd_backfill(args) -> int:
+    """Run a job for every week of a tenant's history (the weeks that have files), oldest first."""
+    instance = _instance()
+    weeks, _ = tenant_weeks(Path(args.incoming))
+    if args.tenant not in weeks:
+        print(f"no files for tenant {args.tenant!r} under {args.incoming}", file=sys.stderr)
+        return 2
+    register_tenants(Path(args.incoming), instance)
+    todo = [(args.tenant, w) for w in weeks[args.tenant]
+            if (not args.start or w >= args.start) and (not args.end or w <= args.end)]
+    print(f"backfilling {args.job} for {len(todo)} week(s) of {args.tenant}")
+    return 1 if run_partitions(instance, args.job, todo) else 0
+
+
+def cmd_failures(args) -> int:
+    path = data_dir() / "ops" / "run_failures.jsonl"
+    if not path.exists():
+        print(f"no failed runs recorded ({path} does not exist; the run_failure_recorder sensor writes it)")
+        return 0
+    for line in path.read_text().splitlines()[-args.last:]:
+        r = json.loads(line)
+        gates = ", ".join(f"{g['gate']}={g.get('value')}" for g in r["failed_gates"]) or "-"
+        print(f"{r['recorded_at']}  {r['job']:<16} {r['partition'] or '-':<22} steps={','.join(r['failed_steps'])}  "
+              f"gates={gates}")
+    return 0
 
 
 def cmd_ingest(args) -> int:
@@ -253,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "complete week of every tenant, summary")
     m.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
     m.set_defaults(fn=cmd_run)
+    b = sub.add_parser("backfill", help="run a job for every week of one tenant's history (in this process)")
+    b.add_argument("--tenant", required=True)
+    b.add_argument("--job", default="riskml_full_job", choices=["ingest_job", "train_job", "riskml_full_job"])
+    b.add_argument("--from", dest="start", help="first week (Monday, YYYY-MM-DD)")
+    b.add_argument("--to", dest="end", help="last week (Monday, YYYY-MM-DD)")
+    b.add_argument("--incoming", default=str(data_dir() / "incoming"))
+    b.set_defaults(fn=cmd_backfill)
+    f = sub.add_parser("failures", help="failed runs recorded by the run_failure_recorder sensor (step and gate)")
+    f.add_argument("--last", type=int, default=20)
+    f.set_defaults(fn=cmd_failures)
     s = sub.add_parser("summary", help="latest metrics and gates of each tenant")
     s.add_argument("--incoming", default=str(data_dir() / "incoming"))
     s.add_argument("--tenant", action="append")

@@ -70,7 +70,7 @@ TAG_GATES = "riskml.gates_passed"
 FAMILY_OUTPUTS = {"risk": ["p_lost"], "ranking": ["score"]}
 REFERENCE_MAX_ROWS = 20_000
 LOCK_RETRY_SECONDS = 30.0
-_VOLATILE_ARTIFACT_KEYS = ("train_seconds", "mlflow_run_id")
+_VOLATILE_ARTIFACT_KEYS = ("train_seconds", "mlflow_run_id", "registered_version")
 
 
 class RegistryError(RuntimeError):
@@ -160,18 +160,25 @@ def _actor(actor: str | None) -> str:
         return "unknown"
 
 
-def model_fingerprint(artifact: Mapping, calibrator: Mapping | None, manifest: Mapping) -> str:
-    """What defines the predictions: booster, features/kinds/categories, best iteration, calibrator, manifest.
+def _is_volatile(key: str) -> bool:
+    k = str(key)
+    return k in _VOLATILE_ARTIFACT_KEYS or k.endswith("seconds") or k.startswith("datetime")
 
-    Volatile fields (training time, run ids) are left out, so re-registering the same trained model is a no-op.
-    """
-    model_part = {k: v for k, v in artifact.items() if k not in _VOLATILE_ARTIFACT_KEYS and k != "booster_json"}
-    payload = {
-        "booster_sha256": hashlib.sha256(str(artifact.get("booster_json", "")).encode()).hexdigest(),
-        "features": model_part.get("features"), "feature_kinds": model_part.get("feature_kinds"),
-        "categories": model_part.get("categories"), "best_iteration": model_part.get("best_iteration"),
-        "family": model_part.get("family"), "calibrator": calibrator, "manifest": manifest_fingerprint(manifest),
-    }
+
+def _stable(obj):
+    """``obj`` without timing fields (any depth): what two runs of the same seeded training agree on."""
+    if isinstance(obj, Mapping):
+        return {str(k): _stable(v) for k, v in obj.items() if not _is_volatile(k)}
+    if isinstance(obj, (list, tuple)):
+        return [_stable(v) for v in obj]
+    return obj
+
+
+def model_fingerprint(artifact: Mapping, calibrator: Mapping | None, manifest: Mapping) -> str:
+    """sha256 of the whole artifact (booster or model dict included), the calibrator and the manifest, with
+    timing fields and run ids left out, so re-registering the same trained model is a no-op."""
+    payload = {"artifact": _stable(artifact), "calibrator": _stable(calibrator) if calibrator is not None else None,
+               "manifest": manifest_fingerprint(manifest)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_json_default).encode()).hexdigest()
 
 
@@ -348,7 +355,8 @@ class ModelRegistry:
         """Log and register one trained model; returns its version (a string) with alias ``challenger``.
 
         Registering the same model again (same booster, features, calibrator and manifest) returns the existing
-        version instead of creating a new one (safe to re-run). ``run_id`` logs into an existing MLflow run (the
+        version instead of creating a new one (safe to re-run); unless it is the champion, its gate result,
+        decision and ``challenger`` alias are refreshed. ``run_id`` logs into an existing MLflow run (the
         training run); otherwise a run is created in ``experiment_name``. ``reference_data`` (a frame of the features
         of every snapshot in the training window, the drift reference) is stored as parquet, sampled to at most
         REFERENCE_MAX_ROWS rows.
@@ -361,6 +369,10 @@ class ModelRegistry:
             if mv.tags.get(TAG_FINGERPRINT) == fingerprint:
                 version = str(mv.version)
                 if self._alias_version(name, ALIAS_CHAMPION) != version:  # (the champion keeps its own decision)
+                    self._call("set_model_version_tag", name, version, TAG_GATES, str(gates_ok))
+                    if isinstance(gates_passed, Mapping):
+                        self._call("set_model_version_tag", name, version, "riskml.gates",
+                                   json.dumps({str(k): bool(v) for k, v in gates_passed.items()}, sort_keys=True))
                     if decision is not None:
                         self.record_decision(tenant, family, version, decision)
                     self._call("set_registered_model_alias", name, ALIAS_CHALLENGER, version)

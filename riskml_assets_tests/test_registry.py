@@ -142,6 +142,22 @@ def test_register_into_an_existing_training_run(reg, models):
     assert reg.client.list_artifacts(run.info.run_id, "registered_model")
 
 
+def test_json_model_families_register_without_an_xgboost_flavor(reg, models):
+    manifest = {k: models["manifest"][k] for k in ("log_deal_value", "stage")}
+    art = {"family": "revenue_forecast", "alphas": [0.1, 0.5, 0.9], "features": list(manifest),
+           "feature_kinds": {"log_deal_value": "numeric", "stage": "categorical"}, "categories": {"stage": ["a"]},
+           "models": {"quantiles": {"format": "xgboost-json", "json": "{}"}}, "train_seconds": 1.5}
+    v1 = reg.register("forecastco", "forecast", art, None, manifest, {"mean_pinball": 10.0}, "", True)
+    # timing fields do not change the fingerprint; the model itself does
+    assert reg.register("forecastco", "forecast", {**art, "train_seconds": 9.9}, None, manifest, {}, "", True) == v1
+    other = {**art, "models": {"quantiles": {"format": "xgboost-json", "json": "{\"x\": 1}"}}}
+    assert reg.register("forecastco", "forecast", other, None, manifest, {}, "", True) != v1
+    b = reg.load("forecastco", "forecast", version=v1)
+    assert b["artifact"]["models"] == art["models"] and b["calibrator"] is None and "booster_json" not in b["artifact"]
+    assert [c["name"] for c in json.loads(b["signature"]["outputs"])] == ["p10", "p50", "p90"]
+    assert not any(k.startswith("model/") for k in json.loads(b["tags"][R.TAG_CHECKSUMS]))
+
+
 def test_tampered_files_are_refused_before_anything_is_parsed(reg, models):
     strong = models["strong"]
     blob = pickle.dumps({"a": 1})
@@ -205,6 +221,9 @@ def test_challenger_whose_gate_failed_is_never_promoted(reg, models):
         reg.promote("gates", "risk", failed["version"])
     with pytest.raises(R.RegistryError, match="do not deploy"):
         reg.promote("gates", "risk", "2", {"should_deploy": False, "reason": "no"})
+    # once its gates pass (e.g. after an operator fixed a threshold) the same version is promoted
+    fixed = _candidate(reg, "gates", models, "strong")
+    assert fixed["version"] == failed["version"] and fixed["champion_after"] == fixed["version"]
 
 
 def test_killed_between_registration_and_promotion_leaves_the_champion(reg, models):

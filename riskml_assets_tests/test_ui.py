@@ -122,7 +122,9 @@ def test_evaluation_report_shows_the_reliability_plot(deployment, page):
     week = "2026-11-16"
     assert report_plots(page, deployment["base"], f"demo|{week}") >= 2  # reliability diagram + importance
     page.get_by_text("[Show Markdown]").first.click()
-    page.get_by_text("Reliability diagram (test split)").first.wait_for()
+    heading = page.get_by_text("Reliability diagram (test split)").first
+    heading.wait_for()
+    heading.scroll_into_view_if_needed()
     _shot(page, "evaluation-report.png", deployment["root"])
     page.keyboard.press("Escape")
     # checks of the evaluation are visible on the asset page

@@ -160,13 +160,18 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
 
 
 def choose_variant(table: pd.DataFrame, candidate: str, tolerance: float = DEFAULT_TOLERANCE,
-                   baseline: str = BASELINE) -> dict:
+                   baseline: str = BASELINE, require: str = "point") -> dict:
     """Keep ``candidate`` (the configured augmented/balanced variant) or fall back to the baseline.
 
     The candidate is refused when its synthetic rows failed the quality gates, or when its test Brier
-    exceeds the baseline's by more than ``tolerance``. Returns ``{"kept", "candidate", "passed",
-    "delta_brier", "tolerance", "reason"}``.
+    exceeds the baseline's by more than ``tolerance``: the observed difference (``require="point"``,
+    the default) or, stricter, the upper end of its 90 % opportunity-bootstrap interval (``require="ci"``:
+    kept only when even the pessimistic reading is within tolerance — on a small test split this
+    refuses almost everything, which is the honest answer). Returns ``{"kept", "candidate", "passed",
+    "delta_brier", "tolerance", "reason", ...}``.
     """
+    if require not in ("point", "ci"):
+        raise ValueError(f"require must be 'point' or 'ci', got {require!r}")
     by_name = table.set_index("variant")
     if baseline not in by_name.index:
         raise ValueError(f"the ablation table has no {baseline!r} row")
@@ -186,6 +191,12 @@ def choose_variant(table: pd.DataFrame, candidate: str, tolerance: float = DEFAU
         return {**out, "kept": baseline, "passed": False,
                 "reason": f"{candidate} refused: test Brier {c['brier']:.4f} is worse than the baseline's "
                           f"{b['brier']:.4f} by {delta:.4f} > tolerance {tolerance:g}; kept {baseline}"}
+    if require == "ci":
+        hi = float(c.get("delta_brier_ci_high", float("nan")))
+        if not gate.evaluate(hi).passed:
+            return {**out, "kept": baseline, "passed": False,
+                    "reason": f"{candidate} refused: the upper end of the 90% interval of its Brier difference "
+                              f"({hi:+.4f}) exceeds the tolerance {tolerance:g}; kept {baseline}"}
     if c.get("augmentation_skipped") is True and not c.get("balance"):
         return {**out, "kept": baseline, "passed": True,
                 "reason": f"{candidate}: augmentation skipped (enough real rows), identical to {baseline}"}

@@ -247,8 +247,11 @@ def profile(real: pd.DataFrame, manifest: Mapping) -> Profile:
         if b in prof.same_as or vals[b].nunique() < 2:
             continue
         for a in categorical:
+            n_cat = real[a].nunique()
+            if not 2 <= n_cat <= len(real) / 5:  # a dependency needs several rows per category to be believed
+                continue
             g = vals[b].groupby(real[a].astype(str)).nunique(dropna=False)
-            if real[a].nunique() >= 2 and (g <= 1).all():
+            if (g <= 1).all():
                 mapping = vals[b].groupby(real[a].astype(str)).first().to_dict()
                 prof.derived[b] = (a, mapping)
                 if len(set(mapping.values())) == len(mapping) and a not in prof.encoded_by:
@@ -313,11 +316,7 @@ def _generate_valid(make: Callable[[int, np.random.Generator], pd.DataFrame], n:
 def _class_counts(y: np.ndarray, n: int) -> dict[int, int]:
     """Split ``n`` rows between the classes in the real proportions (largest remainder)."""
     classes, counts = np.unique(y, return_counts=True)
-    exact = n * counts / counts.sum()
-    base = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - base), kind="stable")[: n - base.sum()]:
-        base[i] += 1
-    return {int(c): int(b) for c, b in zip(classes, base)}
+    return {int(c): int(k) for c, k in zip(classes, _split_largest_remainder(n, counts))}
 
 
 def _split_largest_remainder(n: int, weights: Sequence[float]) -> list[int]:
@@ -422,7 +421,6 @@ def smote_generate(real: pd.DataFrame, prof: Profile, counts: Mapping[int, int],
             if len(have) < 2:  # imbalanced-learn needs two classes: add a throw-away copy with another label
                 Xf = pd.concat([X, X.iloc[:1]], ignore_index=True)
                 yf = np.concatenate([y, [1 - cls]])
-                sampler.set_params(sampling_strategy={cls: have[cls] + k})
             else:
                 Xf, yf = X, y
             Xr, yr = sampler.fit_resample(Xf, yf)
@@ -894,6 +892,7 @@ def augment(train: pd.DataFrame, manifest: Mapping, *, methods: Sequence[str] = 
     syn = [rows for _, rows in pieces if len(rows)]
     out = pd.concat([real, *syn], ignore_index=True) if syn else real
     info["synthetic_rows"] = int(sum(len(r) for r in syn))
+    info["shortfall"] = int(target_rows) - n_real - info["synthetic_rows"]  # rows short of the target (not generated, or dropped by on_fail="drop")
     info["rows"] = int(len(out))
     info["lost_rate_real"] = float(real[LABEL].mean())
     info["lost_rate_out"] = float(out[LABEL].mean())

@@ -9,6 +9,8 @@ from . import metrics as M
 from .calibration import calibrator_from_dict, fit_calibrator
 from .features import LABEL
 
+P_CLIP = 1e-3  # a calibrated risk is never exactly 0 or 1 (isotonic steps can reach both)
+
 
 def oof_calibrated(p_raw: np.ndarray, y: np.ndarray, method: str, n_folds: int = 5, seed: int = 0) -> np.ndarray:
     """Out-of-fold calibrated predictions on the calibration rows (an honest in-sample ECE)."""
@@ -20,7 +22,7 @@ def oof_calibrated(p_raw: np.ndarray, y: np.ndarray, method: str, n_folds: int =
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p_raw.reshape(-1, 1), y):
         cal, _ = fit_calibrator(p_raw[tr], y[tr], method=method, seed=seed)
         out[te] = cal.predict(p_raw[te])
-    return out
+    return np.clip(out, P_CLIP, 1 - P_CLIP)
 
 
 def fit_risk_calibrator(p_raw_val: np.ndarray, y_val: np.ndarray, method: str = "auto",
@@ -31,7 +33,7 @@ def fit_risk_calibrator(p_raw_val: np.ndarray, y_val: np.ndarray, method: str = 
     (raw, calibrated in-sample and calibrated out-of-fold).
     """
     cal, info = fit_calibrator(p_raw_val, y_val, method=method, seed=seed)
-    p_cal = cal.predict(p_raw_val)
+    p_cal = np.clip(cal.predict(p_raw_val), P_CLIP, 1 - P_CLIP)
     p_oof = oof_calibrated(p_raw_val, y_val, info["method"], seed=seed)
     thr = float(threshold) if threshold is not None else float(M.best_f1_threshold(y_val, p_cal))
     return {
@@ -49,7 +51,8 @@ def fit_risk_calibrator(p_raw_val: np.ndarray, y_val: np.ndarray, method: str = 
 
 
 def apply_calibrator(calibrator: dict, p_raw: np.ndarray) -> np.ndarray:
-    return calibrator_from_dict(calibrator["calibrator"]).predict(np.asarray(p_raw, float))
+    p = calibrator_from_dict(calibrator["calibrator"]).predict(np.asarray(p_raw, float))
+    return np.clip(p, P_CLIP, 1 - P_CLIP)
 
 
 def evaluate_risk(test: pd.DataFrame, p_raw: np.ndarray, p_cal: np.ndarray, *, threshold: float,

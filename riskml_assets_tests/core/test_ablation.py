@@ -106,6 +106,10 @@ def test_choose_variant_gate():
     same = AB.choose_variant(_table(0.2000, skipped=True), "augmented")
     assert same["kept"] == "baseline" and "skipped" in same["reason"]
     assert AB.choose_variant(_table(0.2), "baseline")["kept"] == "baseline"
+    # stricter: the pessimistic end of the interval must be within tolerance too
+    strict = AB.choose_variant(_table(0.2015), "augmented", tolerance=0.002, require="ci")
+    assert strict["kept"] == "baseline" and "upper end" in strict["reason"]
+    assert AB.choose_variant(_table(0.1800), "augmented", require="ci")["kept"] == "augmented"
     with pytest.raises(ValueError, match="unknown candidate"):
         AB.choose_variant(_table(0.2), "smote")
 
