@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path.cwd()
 TRAIN_ASSETS = ("feature_manifest", "training_examples", "clean_examples", "dataset_splits", "balanced_train",
-                "risk_model", "risk_calibrator", "risk_evaluation")
+                "risk_model", "risk_calibrator", "risk_evaluation", "registered_models", "risk_scores")
 INGEST_ASSETS = ("risk_snapshots", "opportunity_outcomes", "activity_events")
 
 
@@ -142,6 +142,18 @@ def cmd_backfill(args) -> int:
             if (not args.start or w >= args.start) and (not args.end or w <= args.end)]
     print(f"backfilling {args.job} for {len(todo)} week(s) of {args.tenant}")
     return 1 if run_partitions(instance, args.job, todo) else 0
+
+
+def cmd_rollback(args) -> int:
+    """One line: move a tenant's champion back to the previous champion, with a reason (idempotent)."""
+    from .assets.registry import RegistryResource
+    from .core.contract import validate_tenant
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir()}/mlflow.db")
+    res = RegistryResource(tracking_uri=uri).get().rollback(validate_tenant(args.tenant), args.family, args.reason,
+                                                            further=args.further)
+    print(json.dumps(res, indent=2, default=str))
+    return 0
 
 
 def cmd_failures(args) -> int:
@@ -293,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--to", dest="end", help="last week (Monday, YYYY-MM-DD)")
     b.add_argument("--incoming", default=str(data_dir() / "incoming"))
     b.set_defaults(fn=cmd_backfill)
+    rb = sub.add_parser("rollback", help="move a tenant's champion back to the previous champion (safe to run twice)")
+    rb.add_argument("--tenant", required=True)
+    rb.add_argument("--family", default="risk")
+    rb.add_argument("--reason", required=True)
+    rb.add_argument("--further", action="store_true", help="go back one more champion after a rollback")
+    rb.set_defaults(fn=cmd_rollback)
     f = sub.add_parser("failures", help="failed runs recorded by the run_failure_recorder sensor (step and gate)")
     f.add_argument("--last", type=int, default=20)
     f.set_defaults(fn=cmd_failures)

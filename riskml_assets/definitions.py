@@ -10,16 +10,17 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 from .assets.features import feature_assets  # noqa: E402
 from .assets.ingest import ingest_assets  # noqa: E402
 from .assets.prep import prep_assets  # noqa: E402
+from .assets.registry import registry_assets, rollback_job  # noqa: E402
 from .assets.risk import risk_assets  # noqa: E402
 from .jobs import jobs  # noqa: E402
 from .resources import default_resources  # noqa: E402
 from .sensors import schedules, sensors  # noqa: E402
 
-all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets]
+all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets, *registry_assets]
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=jobs,
+    jobs=[*jobs, rollback_job],
     sensors=sensors,
     schedules=schedules,
     resources=default_resources(),

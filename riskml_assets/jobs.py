@@ -3,13 +3,16 @@
 import dagster as dg
 
 INGEST_SELECTION = dg.AssetSelection.groups("ingest")
-TRAIN_SELECTION = dg.AssetSelection.groups("features", "prepare", "risk")
+TRAIN_SELECTION = dg.AssetSelection.groups("features", "prepare", "risk", "registry")
+SCORE_SELECTION = dg.AssetSelection.groups("scoring")
 
 ingest_job = dg.define_asset_job("ingest_job", selection=INGEST_SELECTION,
                                  description="Validate and quarantine one tenant-week of incoming files.")
 train_job = dg.define_asset_job("train_job", selection=TRAIN_SELECTION,
                                 description="Features -> cleaning -> splits -> balancing -> risk model -> calibrator "
-                                            "-> evaluation for one tenant-week.")
-full_job = dg.define_asset_job("riskml_full_job", selection=INGEST_SELECTION | TRAIN_SELECTION,
-                               description="Ingest and train one tenant-week (the whole graph).")
-jobs = [ingest_job, train_job, full_job]
+                                            "-> evaluation -> registration/promotion for one tenant-week.")
+score_job = dg.define_asset_job("score_job", selection=SCORE_SELECTION,
+                                description="Score the week's open opportunities with the champion (drift-gated).")
+full_job = dg.define_asset_job("riskml_full_job", selection=INGEST_SELECTION | TRAIN_SELECTION | SCORE_SELECTION,
+                               description="Ingest, train, register and score one tenant-week (the whole graph).")
+jobs = [ingest_job, train_job, score_job, full_job]

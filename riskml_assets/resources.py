@@ -36,10 +36,17 @@ class MlflowTracking(dg.ConfigurableResource):
     def _mlflow(self):
         import mlflow
 
+        artifacts = None
         if self.tracking_uri.startswith("sqlite:///"):
-            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            db = Path(self.tracking_uri.removeprefix("sqlite:///")).resolve()
             db.parent.mkdir(parents=True, exist_ok=True)
+            artifacts = (db.parent / "mlartifacts").as_uri()  # next to the store, never ./mlruns
         mlflow.set_tracking_uri(self.tracking_uri)
+        if mlflow.get_experiment_by_name(self.experiment_name) is None:
+            try:
+                mlflow.create_experiment(self.experiment_name, artifact_location=artifacts)
+            except Exception:  # noqa: BLE001 - created concurrently
+                pass
         mlflow.set_experiment(self.experiment_name)
         return mlflow
 
@@ -76,6 +83,7 @@ class MlflowTracking(dg.ConfigurableResource):
 
 def default_resources() -> dict:
     """Embedded defaults; every location can be moved with an environment variable."""
+    from .assets.registry import RegistryResource
     from .io_manager import RiskmlIOManager
 
     data = os.environ.get("RISKML_DATA_DIR", "data")
@@ -86,6 +94,7 @@ def default_resources() -> dict:
                                  gates_file=os.environ.get("RISKML_GATES_FILE", "config/gates.yaml")),
         "mlflow": MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db"),
                                  experiment_name=os.environ.get("RISKML_EXPERIMENT", "riskml")),
+        "model_registry": RegistryResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db")),
     }
 
 

@@ -15,6 +15,7 @@ class Platform:
     """A riskml deployment in a temp folder: Definitions bound to temp resources, plus helpers to drive it."""
 
     def __init__(self, root: Path, instance: dg.DagsterInstance):
+        from riskml_assets.assets.registry import RegistryResource, rollback_job
         from riskml_assets.definitions import all_assets
         from riskml_assets.io_manager import RiskmlIOManager
         from riskml_assets.jobs import jobs
@@ -28,8 +29,9 @@ class Platform:
             "riskml": RiskmlSettings(incoming_dir=str(self.incoming), quarantine_dir=str(root / "quarantine"),
                                      gates_file=str(root / "gates.yaml")),
             "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", experiment_name="riskml-test"),
+            "model_registry": RegistryResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
         }
-        self.defs = dg.Definitions(assets=all_assets, jobs=jobs, resources=self.resources, sensors=sensors,
+        self.defs = dg.Definitions(assets=all_assets, jobs=[*jobs, rollback_job], resources=self.resources, sensors=sensors,
                                    schedules=schedules, executor=dg.in_process_executor)
 
     def add_tenant(self, tenant: str) -> None:

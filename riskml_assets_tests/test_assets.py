@@ -155,3 +155,25 @@ def test_tenant_without_activity_log_trains_with_features_reported_unavailable(p
         assert f not in ex.columns  # never fabricated as zeros
     model = platform.load("risk_model", "noact", week)
     assert "engagement" not in model["features"] and "days_to_close" in model["features"]
+
+
+def test_first_model_becomes_champion_and_scores_are_reproducible(trained):
+    platform, _, week, _ = trained
+    reg = platform.load("registered_models", "smallco", week)
+    assert reg["decision"]["should_deploy"] is True and reg["champion_after"] == reg["version"]
+    res1 = platform.run("score_job", "smallco", week)
+    assert res1.success, check_results(res1)
+    s1 = platform.load("risk_scores", "smallco", week)
+    snaps = platform.load("risk_snapshots", "smallco", week)
+    assert set(s1["opportunity_id"]) == set(snaps["opportunity_id"])  # every open opportunity of the week
+    assert s1["p_lost"].between(0, 1).all() and (s1["model_alias"] == "champion").all()
+    assert check_results(res1)["risk_scores_drift"] is True  # same population as training: no drift
+    res2 = platform.run("score_job", "smallco", week)
+    pd.testing.assert_frame_equal(platform.load("risk_scores", "smallco", week), s1)
+    # a rollback with no earlier champion is refused safely and changes nothing
+    rb = platform.defs.resolve_job_def("rollback_job").execute_in_process(
+        instance=platform.instance, run_config={"ops": {"rollback_champion": {"config": {
+            "tenant": "smallco", "reason": "test"}}}})
+    out = rb.output_for_node("rollback_champion")
+    assert rb.success and out["status"] == "no_previous_champion" and out["to"] == reg["version"]
+    assert res2.success

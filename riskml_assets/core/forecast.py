@@ -156,7 +156,7 @@ def train_quantile_forecaster(train: pd.DataFrame, valid: pd.DataFrame, manifest
         m = make_model(algorithm, "quantile", p, n_threads=n_threads, seed=seed, alphas=al).fit(Xtr, ytr, **fit_kw)
         art["models"] = {"quantiles": m.to_dict()}
         art["best_iteration"] = m.best_iteration
-        raw = _raw_quantiles(m, Xva)
+        raw = m.predict_unsorted(Xva)
         art["validation_raw_crossing_rate"] = M.quantile_crossing_rate(raw)
         art["cqr_offset"] = 0.0
         if calibration == "cqr":
@@ -190,15 +190,6 @@ def train_quantile_forecaster(train: pd.DataFrame, valid: pd.DataFrame, manifest
     Qv = predict_quantiles(art, valid)
     art["validation"] = M.quantile_report(yva, Qv, al)
     return art
-
-
-def _raw_quantiles(model, X) -> np.ndarray:
-    """The quantile model's output before rearrangement (to measure how often it crossed)."""
-    from .selection import XGBModel
-
-    if isinstance(model, XGBModel) and model._est is not None:
-        return np.asarray(model._est.predict(X), float).reshape(len(X), -1)
-    return model.predict(X)
 
 
 def predict_quantiles(artifact: Mapping, df: pd.DataFrame) -> np.ndarray:

@@ -82,6 +82,12 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     Gate("risk_evaluation_ece", "ece_excess", "<=", 0.03, "fail",
          "ECE of calibrated test predictions beyond the noise floor of a perfectly calibrated model"),
     Gate("risk_evaluation_beats_baselines", "brier_skill", ">=", 0.02, "fail", "1 - Brier(model)/Brier(base rate) on test"),
+    # registry and scoring
+    Gate("registered_models_promotion", "promoted", ">=", 1, "warn",
+         "the new version became champion (gates passed, floors met, significantly better than the champion)"),
+    Gate("risk_scores_drift", "max_psi", "<=", 0.25, "fail",
+         "largest PSI of a model feature in the scored week vs the champion's training data"),
+    Gate("risk_scores_drift_warn", "max_psi", "<=", 0.10, "warn", "early warning: PSI above 0.1"),
 )
 
 

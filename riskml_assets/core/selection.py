@@ -245,6 +245,10 @@ class TabularModel:
     def fit(self, X, y, *, qid=None, sample_weight=None, eval_set=None, early_stopping_rounds=None):  # pragma: no cover
         raise NotImplementedError
 
+    def predict_unsorted(self, X) -> np.ndarray:
+        """Quantile output before the monotone rearrangement (to measure crossing); else ``predict``."""
+        return self.predict(X)
+
     def predict(self, X) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
@@ -311,6 +315,16 @@ class XGBModel(TabularModel):
             return self._finish(self._est.predict(X))
         dm = xgb.DMatrix(X, enable_categorical=True)
         return self._finish(self._booster.predict(dm, iteration_range=(0, int(self.best_iteration) + 1)))
+
+    def predict_unsorted(self, X) -> np.ndarray:
+        import xgboost as xgb
+
+        if self.task != "quantile":
+            return self.predict(X)
+        X = _as_frame(X)
+        out = (self._est.predict(X) if self._est is not None else
+               self._booster.predict(xgb.DMatrix(X, enable_categorical=True), iteration_range=(0, int(self.best_iteration) + 1)))
+        return np.asarray(out, float).reshape(len(X), -1)
 
     def to_dict(self) -> dict:
         return {**self._meta(), "booster_json": self._booster.save_raw(raw_format="json").decode()}
@@ -394,6 +408,13 @@ class LGBMModel(TabularModel):
         X = _as_frame(X)
         cols = [b.predict(X, num_iteration=n, num_threads=self.n_threads) for b, n in zip(self._boosters, self._best)]
         return self._finish(np.column_stack(cols) if self.task == "quantile" else cols[0])
+
+    def predict_unsorted(self, X) -> np.ndarray:
+        if self.task != "quantile":
+            return self.predict(X)
+        X = _as_frame(X)
+        return np.column_stack([b.predict(X, num_iteration=n, num_threads=self.n_threads)
+                                for b, n in zip(self._boosters, self._best)]).astype(float)
 
     def to_dict(self) -> dict:
         return {**self._meta(), "models": [b.model_to_string(num_iteration=n) for b, n in zip(self._boosters, self._best)],
@@ -655,9 +676,13 @@ def make_folds(groups, n_folds: int = 3, *, seed: int = 0, time_ordered: bool = 
             raise ValueError("time-ordered folds need order_key")
         if n_groups < n_folds + 1:
             raise ValueError(f"{n_groups} groups cannot make {n_folds} expanding-window folds")
-        t = pd.Series(pd.to_numeric(pd.Series(order_key).astype("datetime64[ns]").astype("int64"), errors="coerce")
-                      if not np.issubdtype(np.asarray(order_key).dtype, np.number) else np.asarray(order_key, float))
-        gt = t.groupby(codes).max().reindex(range(n_groups)).to_numpy()
+        ok = np.asarray(order_key)
+        if np.issubdtype(ok.dtype, np.number):
+            t = pd.Series(ok.astype(float))
+        else:  # datetimes (numpy, pandas or objects); NaT sorts first
+            ns = pd.to_datetime(pd.Series(ok)).to_numpy().astype("datetime64[ns]")
+            t = pd.Series(np.where(np.isnat(ns), np.nan, ns.astype("int64").astype(float)))
+        gt = np.nan_to_num(t.groupby(codes).max().reindex(range(n_groups)).to_numpy(), nan=-np.inf)
         order = np.lexsort((np.arange(n_groups), gt))
         blocks = np.array_split(order, n_folds + 1)
         folds = []

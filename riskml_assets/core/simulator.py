@@ -36,7 +36,7 @@ owner (``user_id`` = ``owner_id``) with P=0.25 on the snapshot Friday between 08
 ``need`` is 1 for relationship actions on disengaged deals, timeline actions on slip-prone deals,
 competitive actions where the industry/region effect is adverse, technical actions on the platform
 product line (a proof of concept mostly before the proposal stage), and grows with the deal size for
-commercial actions (a discount only in negotiation/commit). Every driver leaves point-in-time traces
+commercial actions (a discount mostly in negotiation/commit). Every driver leaves point-in-time traces
 (activities, close-date slips, categorical columns, deal value, stage, past feedback), and ranking by
 the noiseless utility (``utility_mean`` in the oracle) is the best any ranker can do. Interactions
 come from a separate random stream, so snapshots, outcomes, activities and truth are identical with or

@@ -1,0 +1,183 @@
+"""Registry assets: register + champion/challenger promotion, parity-checked batch scoring with drift gate,
+and the rollback job. The decisions live in ``core.promotion``/``core.drift``/``core.scoring``; the MLflow
+registry wrapper in ``riskml_assets.registry``."""
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from ..checks import gate_results, gate_specs
+from ..core import drift as D
+from ..core.contract import week_bounds
+from ..core.features import LABEL
+from ..core.scoring import compute_features, score_open_opportunities
+from ..partitions import lookback_mapping, split_key, tenant_week
+from ..registry import ModelRegistry, register_risk_candidate
+from ..resources import RiskmlSettings
+from .common import OWNERS, concat, frame_metadata, md_table
+
+REGISTRY_POOL = "mlflow_registry"  # SQLite registry: one writer at a time (`dagster instance concurrency set mlflow_registry 1`)
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """The MLflow model registry (SQLite by default, next to the tracking store)."""
+
+    tracking_uri: str = "sqlite:///data/mlflow.db"
+    experiment_name: str = "riskml-registry"
+
+    def get(self) -> ModelRegistry:
+        return ModelRegistry(self.tracking_uri, experiment_name=self.experiment_name)
+
+
+class RegisterConfig(dg.Config):
+    alpha: float = Field(0.05, description="Significance level of the paired bootstrap against the champion.")
+    n_boot: int = Field(1000, ge=100)
+    min_auc: float = Field(0.55, description="Absolute floor: test AUC a champion must reach.")
+    max_ece: float = Field(0.15, description="Absolute floor: raw test ECE a champion may not exceed (the evaluation "
+                                             "gate already judges ECE net of sampling noise).")
+    min_improvement: float = Field(0.0, ge=0, description="Brier improvement required on top of significance.")
+    auto_promote: bool = True
+    seed: int = 0
+
+
+_window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
+
+
+def _window(frames, week: str, window_weeks: int = 52) -> pd.DataFrame:
+    df = concat(frames)
+    if len(df) == 0:
+        return df
+    _, end = week_bounds(week)
+    ts = pd.to_datetime(df["snapshot_date"])
+    return df[(ts < end) & (ts >= end - pd.Timedelta(weeks=window_weeks))].reset_index(drop=True)
+
+
+@dg.asset(
+    partitions_def=tenant_week, group_name="registry", kinds={"mlflow"}, owners=OWNERS, code_version="1",
+    tags={"domain": "risk", "family": "risk"}, pool=REGISTRY_POOL,
+    ins={"risk_snapshots": dg.AssetIn(**_window_in), "activity_events": dg.AssetIn(**_window_in)},
+    check_specs=gate_specs("registered_models", ("registered_models_promotion",)),
+    description="The risk model + calibrator registered in MLflow as riskml.<tenant>.risk (XGBoost JSON, "
+                "checksummed), alias `challenger`; promoted to `champion` only when every gate passed and it is "
+                "significantly better than the champion on the same real test rows.",
+)
+def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig, riskml: RiskmlSettings,
+                      model_registry: RegistryResource, risk_model: dict, risk_calibrator: dict,
+                      risk_evaluation: dict, dataset_splits: pd.DataFrame, feature_manifest: dict,
+                      risk_snapshots, activity_events):
+    tenant, week = split_key(context)
+    reg = model_registry.get()
+    test = dataset_splits[dataset_splits["split"] == "test"].reset_index(drop=True)
+    history, acts = concat(risk_snapshots), concat(activity_events)
+    reference, _ = compute_features(_window(risk_snapshots, week), acts if len(acts) else None,
+                                    feature_manifest["features"])
+    reference = reference.sample(n=min(len(reference), 5000), random_state=0).reset_index(drop=True)
+    metrics = {k: risk_evaluation["calibrated"][k] for k in ("auc", "brier", "ece", "log_loss", "f1")}
+    metrics["brier_skill"] = risk_evaluation["brier_skill"]
+    gates = dict(risk_evaluation.get("gates", {}))
+    out = register_risk_candidate(
+        reg, tenant, artifact=risk_model, calibrator=risk_calibrator, manifest=feature_manifest["features"],
+        test=test, metrics=metrics, report_md=f"Risk model {tenant}|{week}", gates_passed=gates,
+        floors={"min_auc": config.min_auc, "max_ece": config.max_ece}, snapshots_history=history,
+        activities=acts if len(acts) else None, reference_data=reference, alpha=config.alpha,
+        n_boot=config.n_boot, seed=config.seed, min_improvement=config.min_improvement,
+        auto_promote=config.auto_promote, context={"partition": f"{tenant}|{week}", "dagster_run": context.run.run_id},
+    )
+    d = out["decision"]
+    context.log.info(f"registered {reg.model_name(tenant, 'risk')} v{out['version']}: should_deploy="
+                     f"{d['should_deploy']} ({d['reason']}); champion {out['champion_before']} -> {out['champion_after']}")
+    checks = gate_results(riskml.gates(), {"registered_models_promotion": int(bool(d["should_deploy"]))},
+                          log=context.log, extra={"registered_models_promotion": {"reason": d["reason"]}})
+    value = {"tenant": tenant, "week": week, "model_name": reg.model_name(tenant, "risk"), "version": out["version"],
+             "decision": d, "champion_before": out["champion_before"], "champion_after": out["champion_after"]}
+    return dg.MaterializeResult(value=value, check_results=checks, metadata={
+        "model_name": value["model_name"], "version": str(out["version"]), "should_deploy": bool(d["should_deploy"]),
+        "reason": d["reason"], "p_value": float(d["p_value"]) if d.get("p_value") is not None else -1.0,
+        "champion_before": str(out["champion_before"]), "champion_after": str(out["champion_after"]),
+        "decision": dg.MetadataValue.md(out.get("report_md", "")[-4000:]),
+    })
+
+
+class ScoreConfig(dg.Config):
+    challenger_share: float = Field(0.0, ge=0, le=1, description="Share of opportunities scored by the challenger "
+                                                                 "(stable hash of the opportunity id).")
+    drift_min_rows: int = Field(100, description="Below this many rows PSI is reported but not judged.")
+
+
+@dg.asset(
+    partitions_def=tenant_week, group_name="scoring", kinds={"xgboost", "parquet"}, owners=OWNERS, code_version="1",
+    tags={"domain": "risk", "family": "risk"}, deps=[registered_models],
+    ins={"risk_snapshots": dg.AssetIn(**_window_in), "activity_events": dg.AssetIn(**_window_in)},
+    check_specs=gate_specs("risk_scores", ("risk_scores_drift", "risk_scores_drift_warn")),
+    description="Calibrated P(lost) for the week's open opportunities from the tenant's champion, computed with "
+                "exactly the champion's pinned feature versions (a mismatch fails loudly); PSI drift vs the "
+                "champion's training data.",
+)
+def risk_scores(context: dg.AssetExecutionContext, config: ScoreConfig, riskml: RiskmlSettings,
+                model_registry: RegistryResource, risk_snapshots, activity_events):
+    tenant, week = split_key(context)
+    reg = model_registry.get()
+    if reg.champion_version(tenant, "risk") is None:
+        raise dg.Failure(description=f"no champion risk model for tenant {tenant!r}: train and register one first "
+                                     f"(train_job + registered_models)")
+    champ = reg.load(tenant, "risk", alias="champion")
+    chall = None
+    if config.challenger_share > 0 and reg.alias_version(tenant, "risk", "challenger") not in (None, champ["version"]):
+        chall = reg.load(tenant, "risk", alias="challenger")
+    history, acts = concat(risk_snapshots), concat(activity_events)
+    start, end = week_bounds(week)
+    ts = pd.to_datetime(history["snapshot_date"]) if len(history) else pd.Series(dtype="datetime64[ns]")
+    latest = history[(ts >= start) & (ts < end)] if len(history) else history
+    if len(latest) == 0:
+        raise dg.Failure(description=f"no snapshots of {tenant} in week {week} to score")
+    scores = score_open_opportunities(history, acts if len(acts) else None, latest, champ, chall,
+                                      config.challenger_share)
+    # drift of the scored rows' features against the champion's training data
+    feats, _ = compute_features(history, acts if len(acts) else None, champ["manifest"])
+    new = feats.merge(scores[["opportunity_id", "snapshot_date"]], on=["opportunity_id", "snapshot_date"])
+    used = [f for f in champ["artifact"]["features"] if f in new.columns]
+    kinds = {f: champ["artifact"]["feature_kinds"][f] for f in used}
+    ref = champ.get("reference")
+    if ref is not None and len(ref):
+        report = D.drift_report(ref, new, used, kinds, min_rows=config.drift_min_rows)
+        summary = D.drift_summary(report)
+    else:
+        report, summary = pd.DataFrame(columns=["feature", "psi", "status"]), {"max_psi": 0.0, "status": "ok"}
+    max_psi = float(summary.get("max_psi") or 0.0)
+    checks = gate_results(riskml.gates(), {"risk_scores_drift": max_psi, "risk_scores_drift_warn": max_psi},
+                          log=context.log, extra={"risk_scores_drift": {"psi": dg.MetadataValue.md(md_table(report, 40))}})
+    context.log.info(f"scored {len(scores)} open opportunities of {tenant}|{week} with "
+                     f"{champ['name']} v{champ['version']}; max PSI {max_psi:.3f}")
+    return dg.MaterializeResult(value=scores, check_results=checks, metadata={
+        **frame_metadata(scores), "champion_version": str(champ["version"]),
+        "challenger_version": str(chall["version"]) if chall else "-",
+        "mean_p_lost": float(scores["p_lost"].mean()), "max_psi": max_psi,
+        "drift": dg.MetadataValue.md(md_table(report, 40)),
+        "by_model": dg.MetadataValue.json(scores["model_alias"].value_counts().to_dict()),
+    })
+
+
+class RollbackConfig(dg.Config):
+    tenant: str
+    family: str = "risk"
+    reason: str = Field(..., description="Why: recorded in the registry's promotion log.")
+    further: bool = Field(False, description="Go back one more champion when the current one was already rolled back.")
+
+
+@dg.op(pool=REGISTRY_POOL)
+def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, model_registry: RegistryResource) -> dict:
+    from ..core.contract import validate_tenant
+
+    res = model_registry.get().rollback(validate_tenant(config.tenant), config.family, config.reason,
+                                        further=config.further)
+    context.log.info(f"rollback {config.tenant}/{config.family}: {res}")
+    return res
+
+
+@dg.job(description="Move a tenant's `champion` back to its previous champion, with a reason (safe to run twice).")
+def rollback_job():
+    rollback_champion()
+
+
+registry_assets = [registered_models, risk_scores]
