@@ -9,15 +9,13 @@ from typing import Mapping
 
 import dagster as dg
 
-from .core.gates import DEFAULT_GATES, Gate
-
-_DEFAULTS = {g.name: g for g in DEFAULT_GATES}
+from .core.gates import Gate, default_gates
 
 
 def gate_specs(asset_name: str, gate_names: tuple[str, ...]) -> list[dg.AssetCheckSpec]:
-    specs = []
+    specs, defaults = [], default_gates()
     for name in gate_names:
-        g = _DEFAULTS[name]
+        g = defaults[name]
         specs.append(dg.AssetCheckSpec(name, asset=asset_name, blocking=True,
                                        description=f"{g.description} (default: {g.metric} {g.op} {g.threshold:g}, "
                                                    f"action {g.action}; configurable)"))

@@ -1,12 +1,14 @@
 """Preparation assets: cleaned examples, grouped splits and the balanced train split."""
 
-from typing import Literal
+from typing import Literal, Optional
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from ..checks import gate_results, gate_specs
+from ..core import augmentation as A
+from ..core import synthetic_quality as Q
 from ..core.balancing import balance
 from ..core.cleaning import clean_examples as clean_fn
 from ..core.features import LABEL
@@ -73,8 +75,66 @@ def dataset_splits(context: dg.AssetExecutionContext, config: SplitConfig, riskm
     })
 
 
+class AugmentConfig(dg.Config):
+    methods: list[str] = Field(["smote", "copula"],
+                               description="Any of smote (SMOTE-NC with categoricals), copula (Gaussian copula), "
+                                           "rules (domain rules as data: core/augmentation_rules.yaml); [] disables "
+                                           "augmentation. Rules are opt-in: their rows sample chosen regions on "
+                                           "purpose, so they pass the KS gate only where those regions are common.")
+    target_rows: int = Field(5000, ge=0, description="Augment the train split up to this many rows; skip when "
+                                                      "the real train rows already reach it.")
+    rules_file: Optional[str] = Field(None, description="Domain rules as YAML (default: the shipped rules).")
+    seed: int = 0
+
+
+QUALITY_GATE_NAMES = tuple(g.name for g in Q.QUALITY_GATES)
+_WORST = {"impossible_rows": sum}
+
+
+@dg.asset(**_common, check_specs=gate_specs("augmented_examples", QUALITY_GATE_NAMES),
+          description="Real examples plus synthetic TRAIN rows (SMOTE/SMOTE-NC, Gaussian copula, domain rules) up to a "
+                      "target size when data is scarce; every synthetic row has is_synthetic=True and its method. "
+                      "Validation and test rows are passed through untouched.")
+def augmented_examples(context: dg.AssetExecutionContext, config: AugmentConfig, riskml: RiskmlSettings,
+                       dataset_splits: pd.DataFrame, feature_manifest: dict):
+    manifest = feature_manifest["features"]
+    rules = A.load_rules(config.rules_file) if config.rules_file else None
+    if config.methods:
+        out, info = A.augment_splits(dataset_splits, manifest, methods=tuple(config.methods),
+                                     target_rows=config.target_rows, seed=config.seed, rules=rules)
+    else:
+        out, info = A.augment_splits(dataset_splits, manifest, methods=("smote",), target_rows=0, seed=config.seed)
+    quality = info.get("quality") or {}
+    values = {}
+    for g in Q.QUALITY_GATES:
+        vals = [q.get(g.metric) for q in quality.values() if q.get(g.metric) is not None]
+        values[g.name] = (_WORST.get(g.metric, max)(vals) if vals else 0.0)
+    per_method = pd.DataFrame([{"method": m, **{k: v for k, v in q.items() if isinstance(v, (int, float, str))}}
+                               for m, q in quality.items()])
+    methods = pd.DataFrame([{"method": m, **{k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}}
+                            for m, d in (info.get("methods") or {}).items()])
+    if info.get("skipped"):
+        context.log.info(f"augmentation skipped: {info.get('reason')}")
+    else:
+        context.log.info(f"augmented {info.get('real_rows')} real train rows with {info.get('synthetic_rows')} "
+                         f"synthetic rows: {dict((m, d.get('rows')) for m, d in (info.get('methods') or {}).items())}")
+    checks = gate_results(riskml.gates(), values, log=context.log, extra={
+        "augmented_examples_ks": {"per_method": dg.MetadataValue.md(md_table(per_method, 10))}})
+    syn = out[out["is_synthetic"]] if "is_synthetic" in out.columns else out.iloc[0:0]
+    assert not (syn["split"] != "train").any(), "synthetic rows outside the train split"
+    meta = {**frame_metadata(out), "skipped": bool(info.get("skipped", False)), "reason": str(info.get("reason", "")),
+            "real_train_rows": int(info.get("real_rows", 0)), "synthetic_rows": int(len(syn)),
+            "methods": dg.MetadataValue.md(md_table(methods)),
+            "quality_per_method": dg.MetadataValue.md(md_table(per_method, 10))}
+    if len(syn):
+        real_train = out[(out["split"] == "train") & ~out["is_synthetic"]]
+        rep = Q.quality_report(real_train, syn, manifest)
+        meta["quality_per_feature"] = dg.MetadataValue.md(md_table(Q.feature_table(rep), 60))
+    return dg.MaterializeResult(value=out, check_results=checks, metadata=meta)
+
+
 class BalanceConfig(dg.Config):
-    strategy: Literal["none", "undersample", "oversample"] = Field(
+    strategy: Literal["none", "undersample", "oversample", "smote"] = Field(
         "oversample", description="How to balance the train split (validation and test are never touched).")
     target_ratio: float = Field(1.0, gt=0, le=1, description="Wanted minority/majority ratio after balancing.")
     min_ratio: float = Field(0.5, ge=0, le=1, description="Leave the split alone when it is already this balanced.")
@@ -84,10 +144,10 @@ class BalanceConfig(dg.Config):
 @dg.asset(**_common, check_specs=gate_specs("balanced_train", ("balanced_train_ratio",)),
           description="The train split balanced between won and lost (imbalanced-learn); only train rows.")
 def balanced_train(context: dg.AssetExecutionContext, config: BalanceConfig, riskml: RiskmlSettings,
-                   dataset_splits: pd.DataFrame):
-    train = dataset_splits[dataset_splits["split"] == "train"].reset_index(drop=True)
+                   augmented_examples: pd.DataFrame, feature_manifest: dict):
+    train = augmented_examples[augmented_examples["split"] == "train"].reset_index(drop=True)
     out, info = balance(train, strategy=config.strategy, target_ratio=config.target_ratio,
-                        min_ratio=config.min_ratio, seed=config.seed)
+                        min_ratio=config.min_ratio, seed=config.seed, features=feature_manifest["features"])
     wanted = config.target_ratio if info["applied"] else info["ratio_before"]
     shortfall = max(0.0, wanted - info["ratio_after"])
     context.log.info(f"balancing ({config.strategy}): ratio {info['ratio_before']:.3f} -> {info['ratio_after']:.3f}, "
@@ -100,4 +160,4 @@ def balanced_train(context: dg.AssetExecutionContext, config: BalanceConfig, ris
     })
 
 
-prep_assets = [clean_examples, dataset_splits, balanced_train]
+prep_assets = [clean_examples, dataset_splits, augmented_examples, balanced_train]

@@ -91,9 +91,17 @@ DEFAULT_GATES: tuple[Gate, ...] = (
 )
 
 
+def default_gates() -> dict[str, Gate]:
+    """Every gate of the product with its default: the ones above plus those the augmentation modules own."""
+    from .ablation import ABLATION_GATE
+    from .synthetic_quality import QUALITY_GATES
+
+    return {g.name: g for g in (*DEFAULT_GATES, *QUALITY_GATES, ABLATION_GATE)}
+
+
 def load_gates(path: str | Path | None = None) -> dict[str, Gate]:
     """Default gates, overridden field by field by the YAML file at ``path`` (if it exists)."""
-    gates = {g.name: g for g in DEFAULT_GATES}
+    gates = default_gates()
     if path and Path(path).exists():
         import yaml
 
