@@ -53,7 +53,13 @@ def test_whole_chain_trains_calibrates_and_evaluates(trained):
     # the model learned something real: better than the base rate and than chance, against ground truth
     assert report["calibrated"]["auc"] > 0.70
     assert report["calibrated"]["brier"] < report["baseline_base_rate"]["brier"]
-    assert "data:image/png;base64," in report_markdown_from_run(res)
+    md = report_markdown_from_run(res)
+    assert "data:image/png;base64," in md
+    # smallco is below the 5,000-row target: it was augmented, so the report carries the ablation
+    variants = {r["variant"]: r for r in report["ablation"]["table"]}
+    assert set(variants) == {"baseline", "as trained"} and variants["as trained"]["synthetic_rows"] > 0
+    assert variants["baseline"]["synthetic_rows"] == 0 and "Augmentation ablation" in md
+    assert report["ablation"]["decision"]["kept"] in ("as trained", "baseline")
     # the example count equals the labelled snapshots in the window known from the simulator's outcomes
     ex = platform.load("training_examples", "smallco", week)
     assert ex["label"].isin([0, 1]).all() and len(ex) > 500
