@@ -129,6 +129,9 @@ def main(argv=None) -> int:
                   f"({r['pruned']} pruned) {r['hpo_s']:>7.1f}s  = {r['ratio']:>6.1f}x  best {r['best']} "
                   f"{r['scorer']} {r['cv_best']}±{r['cv_std']} (default xgboost {r['cv_default_xgboost']})  "
                   f"load {r['load_before']}->{r['load_after']}", flush=True)
+            print("    per algorithm: " + ", ".join(
+                f"{a} {c['trials']} trials {c['seconds']:.1f}s best {c['best_value'] if c['best_value'] is None else round(c['best_value'], 4)}"
+                for a, c in r["per_candidate"].items()), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0

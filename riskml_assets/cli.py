@@ -16,9 +16,13 @@ import time
 from pathlib import Path
 
 ROOT = Path.cwd()
-TRAIN_ASSETS = ("feature_manifest", "training_examples", "clean_examples", "dataset_splits", "balanced_train",
-                "risk_model", "risk_calibrator", "risk_evaluation", "registered_models", "risk_scores")
-INGEST_ASSETS = ("risk_snapshots", "opportunity_outcomes", "activity_events")
+def train_assets() -> list[str]:
+    """The assets the main job materializes per tenant-week: the train and score jobs' selection."""
+    from .definitions import defs
+    from .jobs import SCORE_SELECTION, TRAIN_SELECTION
+
+    keys = (TRAIN_SELECTION | SCORE_SELECTION).resolve(defs.resolve_asset_graph())
+    return sorted(k.to_user_string() for k in keys)
 
 
 HOME_YAML = Path(__file__).resolve().parent.parent / "config" / "dagster_home.yaml"
@@ -178,7 +182,8 @@ def cmd_ingest(args) -> int:
     return 1 if ingest_history(instance, weeks, force=args.force) else 0
 
 
-def materialize_cmd(tenant: str, week: str, assets=TRAIN_ASSETS) -> list[str]:
+def materialize_cmd(tenant: str, week: str, assets=None) -> list[str]:
+    assets = assets or train_assets()
     return [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "riskml_assets.definitions",
             "--select", ",".join(assets), "--partition", f"{tenant}|{week}"]
 
@@ -193,6 +198,7 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
         pk = partition_key(tenant, week)
         row = {"tenant": tenant, "week": week, "rows": None, "auc": None, "brier": None, "ece": None,
                "gates": "", "status": "not trained"}
+        failed = []
         recs = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("training_examples"), asset_partitions=[pk]), limit=1).records
         if recs:
@@ -202,8 +208,10 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
             evals = [e.dagster_event.event_specific_data for e in instance.all_logs(
                 run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
             passed = sum(1 for e in evals if e.passed)
-            failed = [e.check_name for e in evals if not e.passed]
-            row["gates"] = f"{passed}/{len(evals)}" + (f" (failed: {', '.join(failed)})" if failed else "")
+            failed = [e.check_name for e in evals if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+            warned = [e.check_name for e in evals if not e.passed and e.severity != dg.AssetCheckSeverity.ERROR]
+            row["gates"] = f"{passed}/{len(evals)}" + (f" (failed: {', '.join(failed)})" if failed else "") + (
+                f" (warn: {', '.join(warned)})" if warned else "")
         ev = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("risk_evaluation"), asset_partitions=[pk]), limit=1).records
         if ev:
@@ -212,7 +220,7 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
                 row[k] = md[k].value
             row["status"] = "evaluated"
         elif recs:
-            row["status"] = "blocked by a gate"
+            row["status"] = "blocked by a gate" if failed else "failed (see run)"
         rows.append(row)
     return rows
 

@@ -940,6 +940,7 @@ def select_model(
     for name in names:
         per_cand.setdefault(name, {"best_value": None, "trial": None})
         per_cand[name]["trials"] = sum(t["algorithm"] == name for t in trials)
+        per_cand[name]["seconds"] = float(sum(t["seconds"] or 0.0 for t in trials if t["algorithm"] == name))
     return SelectionResult(
         best_candidate=ua["algorithm"], best_params=dict(ua["params"]), cv_mean=v_mean,
         cv_std=float(fs.std(ddof=1)) if len(fs) > 1 else 0.0, trials=trials,

@@ -82,7 +82,7 @@ def test_quantiles_are_ordered_everywhere(parts, multi, multi_eval):
     odd["stage"] = "never_seen_stage"
     Qo = FC.predict_quantiles(multi, odd)
     assert (np.diff(Qo, axis=1) >= 0).all() and (Qo >= 0).all()
-    assert multi["validation_raw_crossing_rate"] >= 0  # measured before rearrangement, reported
+    assert multi["validation_raw_crossing_rate"] > 0  # the raw XGBoost output does cross here: the sort matters
 
 
 def test_coverage_is_near_nominal_and_matches_the_oracle(multi_eval):
