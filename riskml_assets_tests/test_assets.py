@@ -195,3 +195,20 @@ def test_first_model_becomes_champion_and_scores_are_reproducible(trained):
     out = rb.output_for_node("rollback_champion")
     assert rb.success and out["status"] == "no_previous_champion" and out["to"] == "1"
     assert res2.success
+
+
+def test_planted_shift_in_a_new_week_trips_the_drift_gate(trained):
+    platform, _, week, _ = trained
+    snap = sorted((platform.incoming / "smallco").glob("snapshots-*.parquet"))[-1]
+    original = snap.read_bytes()
+    try:
+        df = pd.read_parquet(snap)
+        df["deal_value"] = df["deal_value"] * 8  # a currency/unit change upstream
+        df["close_date"] = df["close_date"] + pd.Timedelta(days=120)
+        df.to_parquet(snap, index=False)
+        assert platform.run("ingest_job", "smallco", week).success
+        res = platform.run("score_job", "smallco", week)
+        assert not res.success and check_results(res)["risk_scores_drift"] is False
+    finally:
+        snap.write_bytes(original)
+        platform.run("ingest_job", "smallco", week)

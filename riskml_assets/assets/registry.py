@@ -138,14 +138,18 @@ def risk_scores(context: dg.AssetExecutionContext, config: ScoreConfig, riskml: 
     new = feats.merge(scores[["opportunity_id", "snapshot_date"]], on=["opportunity_id", "snapshot_date"])
     used = [f for f in champ["artifact"]["features"] if f in new.columns]
     kinds = {f: champ["artifact"]["feature_kinds"][f] for f in used}
+    gates = riskml.gates()
+    fail_at, warn_at = gates["risk_scores_drift"].threshold, gates["risk_scores_drift_warn"].threshold
     ref = champ.get("reference")
     if ref is not None and len(ref):
-        report = D.drift_report(ref, new, used, kinds, min_rows=config.drift_min_rows)
+        report = D.drift_report(ref, new, used, kinds, warn=warn_at, fail=fail_at, min_rows=config.drift_min_rows)
         summary = D.drift_summary(report)
     else:
-        report, summary = pd.DataFrame(columns=["feature", "psi", "status"]), {"max_psi": 0.0, "status": "ok"}
+        report, summary = pd.DataFrame(columns=["feature", "psi", "status"]), {"max_psi": 0.0, "n_fail": 0}
     max_psi = float(summary.get("max_psi") or 0.0)
-    checks = gate_results(riskml.gates(), {"risk_scores_drift": max_psi, "risk_scores_drift_warn": max_psi},
+    # a week with fewer than drift_min_rows scored rows can warn but not fail (PSI is mostly noise there)
+    judged = max_psi if summary.get("n_fail") else min(max_psi, fail_at)
+    checks = gate_results(gates, {"risk_scores_drift": judged, "risk_scores_drift_warn": max_psi},
                           log=context.log, extra={"risk_scores_drift": {"psi": dg.MetadataValue.md(md_table(report, 40))}})
     context.log.info(f"scored {len(scores)} open opportunities of {tenant}|{week} with "
                      f"{champ['name']} v{champ['version']}; max PSI {max_psi:.3f}")
