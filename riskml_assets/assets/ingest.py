@@ -26,6 +26,9 @@ INGEST_ASSETS = {
                  ("opportunity_outcomes_schema", "opportunity_outcomes_duplicate_keys")),
     "activities": ("activity_events", "Activity events (email, call, meeting, ...) that occurred during the week.",
                    ("activity_events_schema",)),
+    "interactions": ("recommendation_interactions",
+                     "Feedback on recommended mitigation actions shown during the week (0 ignored, 1 clicked, 2 accepted).",
+                     ("recommendation_interactions_schema",)),
 }
 
 
@@ -117,4 +120,5 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
 risk_snapshots = build_ingest_asset("snapshots")
 opportunity_outcomes = build_ingest_asset("outcomes")
 activity_events = build_ingest_asset("activities")
-ingest_assets = [risk_snapshots, opportunity_outcomes, activity_events]
+recommendation_interactions = build_ingest_asset("interactions")
+ingest_assets = [risk_snapshots, opportunity_outcomes, activity_events, recommendation_interactions]

@@ -61,6 +61,8 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     Gate("opportunity_outcomes_schema", "quarantined_share", "<=", 0.05, "fail", "share of outcome rows rejected"),
     Gate("opportunity_outcomes_duplicate_keys", "duplicate_key_share", "<=", 0.01, "fail", "share of opportunities with two outcomes"),
     Gate("activity_events_schema", "quarantined_share", "<=", 0.05, "fail", "share of activity rows rejected"),
+    Gate("recommendation_interactions_schema", "quarantined_share", "<=", 0.05, "fail",
+         "share of recommendation-feedback rows rejected"),
     # features
     Gate("feature_manifest_parity", "mismatched_features", "<=", 0, "fail", "pinned features whose version/hash differ from the registry"),
     Gate("training_examples_min_rows", "labelled_rows", ">=", 200, "fail", "labelled examples in the window"),
