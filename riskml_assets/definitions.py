@@ -7,6 +7,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
+from .assets.families import family_assets  # noqa: E402
 from .assets.features import feature_assets  # noqa: E402
 from .assets.ingest import ingest_assets  # noqa: E402
 from .assets.prep import prep_assets  # noqa: E402
@@ -16,7 +17,8 @@ from .jobs import jobs  # noqa: E402
 from .resources import default_resources  # noqa: E402
 from .sensors import schedules, sensors  # noqa: E402
 
-all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets, *registry_assets]
+all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets, *registry_assets,
+              *family_assets]
 
 defs = dg.Definitions(
     assets=all_assets,

@@ -212,3 +212,22 @@ def test_planted_shift_in_a_new_week_trips_the_drift_gate(trained):
     finally:
         snap.write_bytes(original)
         platform.run("ingest_job", "smallco", week)
+
+
+@pytest.mark.slow
+def test_forecast_and_ranker_families_select_train_and_pass_their_gates(trained):
+    """Slow (several minutes on 2 cores: Optuna selection with grouped CV for two families)."""
+    platform, _, week, _ = trained
+    small_budget = {"config": {"n_trials": 3, "timeout_seconds": 60}}
+    res = platform.run("families_job", "smallco", week, run_config={
+        "ops": {"revenue_forecast_model": small_budget, "action_ranker_model": small_budget},
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    checks = check_results(res)
+    assert res.success, checks
+    fc = platform.load("revenue_forecast_evaluation", "smallco", week)
+    assert fc["crossing_rate"] == 0.0 and 0.65 <= fc["coverage"] <= 0.95
+    assert fc["pinball_skill"] > 0  # better than deal value x CRM probability
+    rk = platform.load("action_ranker_evaluation", "smallco", week)
+    assert rk["ndcg_at_10_lift"] > 0.02 and checks["action_ranker_beats_popularity"] is True
+    model = platform.load("revenue_forecast_model", "smallco", week)
+    assert model["selection"]["best_candidate"] in ("xgboost", "lightgbm") and len(model["selection"]["trials"]) <= 3
