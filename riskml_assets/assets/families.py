@@ -12,7 +12,7 @@ from ..core import families as FAM
 from ..core import forecast as FC
 from ..core import plots
 from ..core import ranking as RK
-from ..core.contract import week_bounds
+from ..io_manager import _json_default as _json
 from ..partitions import lookback_mapping, split_key, tenant_week
 from ..resources import MlflowTracking, RiskmlSettings
 from .common import OWNERS, concat, md_table
@@ -151,18 +151,6 @@ def build_family_assets(family: str) -> list[dg.AssetsDefinition]:
                                                                                  **meta})
 
     return [_model, _evaluation]
-
-
-def _json(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (pd.Timestamp,)):
-        return o.isoformat()
-    return str(o)
 
 
 def _report(family: str, rep: dict, test: pd.DataFrame, model: dict) -> tuple[str, dict]:

@@ -24,17 +24,8 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="module")
-def manifest():
-    return F.build_manifest()
-
-
-@pytest.fixture(scope="module")
-def splits_df(manifest):
-    sim = simulator.simulate_tenant(simulator.DEFAULT_TENANTS[2])  # initech, the small tenant
-    ex, _ = F.build_training_examples(sim.snapshots, sim.outcomes, sim.activities, manifest,
-                                      partition_end="2026-11-23", window_weeks=52)
-    clean, _, _ = clean_examples(ex, manifest)
-    return split_examples(clean, seed=0)
+def splits_df(initech_splits):
+    return initech_splits
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,6 @@ FAST = {"n_estimators": 200, "learning_rate": 0.15, "max_depth": 4}  # keeps the
 
 
 @pytest.fixture(scope="module")
-def acme():
-    return simulator.simulate_tenant(simulator.DEFAULT_TENANTS[0])
-
-
-@pytest.fixture(scope="module")
-def manifest():
-    return F.build_manifest()
-
-
-@pytest.fixture(scope="module")
 def parts(acme, manifest):
     ex, _ = F.build_training_examples(acme.snapshots, acme.outcomes, acme.activities, manifest,
                                       partition_end="2026-11-23", window_weeks=52)

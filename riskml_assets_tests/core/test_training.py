@@ -19,16 +19,6 @@ LABEL = F.LABEL
 
 
 @pytest.fixture(scope="module")
-def acme():
-    return simulator.simulate_tenant(simulator.DEFAULT_TENANTS[0])
-
-
-@pytest.fixture(scope="module")
-def manifest():
-    return F.build_manifest()
-
-
-@pytest.fixture(scope="module")
 def splits(acme, manifest):
     ex, stats = F.build_training_examples(acme.snapshots, acme.outcomes, acme.activities, manifest,
                                           partition_end="2026-11-23", window_weeks=52)
