@@ -76,7 +76,7 @@ def dataset_splits(context: dg.AssetExecutionContext, config: SplitConfig, riskm
 
 
 class AugmentConfig(dg.Config):
-    methods: list[str] = Field(["smote", "copula"],
+    methods: list[str] = Field(list(A.DEFAULT_METHODS),
                                description="Any of smote (SMOTE-NC with categoricals), copula (Gaussian copula), "
                                            "rules (domain rules as data: core/augmentation_rules.yaml); [] disables "
                                            "augmentation. Rules are opt-in: their rows sample chosen regions on "
