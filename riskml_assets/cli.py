@@ -218,7 +218,9 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
             md = ev[0].asset_materialization.metadata
             for k in ("auc", "brier", "ece"):
                 row[k] = md[k].value
-            row["status"] = "evaluated"
+            kept = md["kept_variant"].value if "kept_variant" in md else "as trained"
+            row["kept_variant"] = kept
+            row["status"] = "evaluated" if kept == "as trained" else f"evaluated ({kept} kept)"
         elif recs:
             row["status"] = "blocked by a gate" if failed else "failed (see run)"
         rows.append(row)
@@ -226,7 +228,7 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
 
 
 def print_summary(rows: list[dict]) -> None:
-    fmt = "{:<12} {:<11} {:>7} {:>7} {:>7} {:>7}  {:<18} {}"
+    fmt = "{:<12} {:<11} {:>7} {:>7} {:>7} {:>7}  {:<27} {}"
     print(fmt.format("tenant", "week", "rows", "AUC", "Brier", "ECE", "status", "gates passed"))
     for r in rows:
         f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731

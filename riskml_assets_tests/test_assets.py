@@ -231,3 +231,46 @@ def test_forecast_and_ranker_families_select_train_and_pass_their_gates(trained)
     assert rk["ndcg_at_10_lift"] > 0.02 and checks["action_ranker_beats_popularity"] is True
     model = platform.load("revenue_forecast_model", "smallco", week)
     assert model["selection"]["best_candidate"] in ("xgboost", "lightgbm") and len(model["selection"]["trials"]) <= 3
+
+
+def test_refused_augmentation_keeps_and_registers_the_baseline_or_blocks(platform):
+    """The ablation gate refuses augmentation that does not help. By default the baseline variant (real train
+    rows) is evaluated and registered and the refusal shows as a WARN check; in `block` mode the ERROR check
+    stops registration. The tolerance is set so that any augmentation is refused."""
+    sim = simulator.simulate_tenant(simulator.TenantSpec("refuseco", 20.0, 9), weeks=26)
+    simulator.write_tenant(sim, platform.incoming, platform.oracle)
+    platform.ingest_all("refuseco")
+    week = platform.weeks("refuseco")[-1]
+    gates_file = platform.root / "gates.yaml"
+    gates_file.write_text("augmented_examples_ablation_brier:\n  threshold: -1.0\n")
+    try:
+        res = platform.run("train_job", "refuseco", week)
+        evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
+        abl = evals["augmented_examples_ablation_brier"]
+        assert res.success and not abl.passed and abl.severity == dg.AssetCheckSeverity.WARN
+        report = platform.load("risk_evaluation", "refuseco", week)
+        variants = {r["variant"]: r for r in report["ablation"]["table"]}
+        assert variants["as trained"]["synthetic_rows"] > 0 and report["ablation"]["decision"]["passed"] is False
+        assert report["kept_variant"] == "baseline" and report["gates_passed"] is True
+        # the report's numbers are the baseline's, not the refused candidate's
+        assert report["calibrated"]["brier"] == pytest.approx(variants["baseline"]["brier"], abs=1e-9)
+        assert report["calibrated"]["auc"] == pytest.approx(variants["baseline"]["auc"], abs=1e-9)
+        # and the registered champion is the baseline model, not the augmented risk_model
+        registry = platform.resources["model_registry"].get()
+        champ = registry.load("refuseco", "risk", alias="champion")
+        candidate = platform.load("risk_model", "refuseco", week)
+        assert champ["artifact"]["booster_json"] == report["kept_model"]["model"]["booster_json"]
+        assert champ["artifact"]["booster_json"] != candidate["booster_json"]
+        assert "baseline variant kept" in report_markdown_from_run(res)
+        # block mode: the same refusal is an ERROR and nothing downstream is registered
+        version_before = registry.champion_version("refuseco", "risk")
+        res = platform.run("train_job", "refuseco", week, run_config={
+            "ops": {"risk_evaluation": {"config": {"refused_augmentation": "block"}}},
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
+        abl = evals["augmented_examples_ablation_brier"]
+        assert not res.success and not abl.passed and abl.severity == dg.AssetCheckSeverity.ERROR
+        assert "registered_models" not in materialized(res)
+        assert registry.champion_version("refuseco", "risk") == version_before
+    finally:
+        gates_file.unlink()

@@ -76,8 +76,12 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     metrics = {k: risk_evaluation["calibrated"][k] for k in ("auc", "brier", "ece", "log_loss", "f1")}
     metrics["brier_skill"] = risk_evaluation["brier_skill"]
     gates = dict(risk_evaluation.get("gates", {}))
+    kept = risk_evaluation.get("kept_model")  # the baseline variant when the ablation refused augmentation
+    artifact, calibrator = (kept["model"], kept["calibrator"]) if kept else (risk_model, risk_calibrator)
+    if kept:
+        context.log.info("registering the baseline variant kept by risk_evaluation (augmentation refused)")
     out = register_risk_candidate(
-        reg, tenant, artifact=risk_model, calibrator=risk_calibrator, manifest=feature_manifest["features"],
+        reg, tenant, artifact=artifact, calibrator=calibrator, manifest=feature_manifest["features"],
         test=test, metrics=metrics, report_md=f"Risk model {tenant}|{week}", gates_passed=gates,
         floors={"min_auc": config.min_auc, "max_ece": config.max_ece}, snapshots_history=history,
         activities=acts if len(acts) else None, reference_data=reference, alpha=config.alpha,

@@ -1,6 +1,7 @@
 """The risk family: XGBoost P(lost) model, its calibrator and the evaluation report."""
 
 import json
+from dataclasses import replace
 from typing import Literal, Optional
 
 import dagster as dg
@@ -115,69 +116,128 @@ def risk_calibrator(context: dg.AssetExecutionContext, config: RiskCalibratorCon
     })
 
 
+class RiskEvaluationConfig(dg.Config):
+    refused_augmentation: Literal["keep_baseline", "block"] = Field(
+        "keep_baseline",
+        description="When the ablation gate refuses augmentation/balancing (test Brier worse than the same model "
+                    "on the real train rows by more than the tolerance): keep_baseline = evaluate and register the "
+                    "baseline variant instead (the refusal is reported as a WARN check); block = fail the gate at "
+                    "its configured severity, so nothing is registered for this partition.")
+
+
+def _kept_artifact(model: dict, risk_model: dict, feature_manifest: dict, tenant: str, week: str,
+                   valid: pd.DataFrame) -> dict:
+    """The ablation's baseline model dressed like a ``risk_model`` artifact (same run, manifest, partition)."""
+    art = dict(model)
+    p_va = predict_raw(art, valid)
+    y_va = valid[LABEL].to_numpy(int)
+    art["metrics"] = {"auc_validation": M.roc_auc(y_va, p_va), "brier_validation_raw": M.brier(y_va, p_va)}
+    art["manifest_fingerprint"] = feature_manifest["fingerprint"]
+    art["tenant"], art["week"] = tenant, week
+    art["mlflow_run_id"] = risk_model.get("mlflow_run_id")
+    art["variant"] = "baseline (augmentation/balancing refused)"
+    return art
+
+
 @dg.asset(**_common, kinds={"python", "mlflow"},
           check_specs=gate_specs("risk_evaluation", ("risk_evaluation_ece", "risk_evaluation_beats_baselines",
                                                      "augmented_examples_ablation_brier")),
           description="Evaluation report on the test split: AUC, log-loss, Brier, ECE, precision/recall/F1 at the "
                       "operating threshold, MSE/MAE/RMSE/R2, baselines, feature importance, largest errors, "
-                      "reliability diagram.")
-def risk_evaluation(context: dg.AssetExecutionContext, riskml: RiskmlSettings, mlflow: MlflowTracking,
-                    risk_model: dict, risk_calibrator: dict, dataset_splits: pd.DataFrame,
+                      "reliability diagram; the augmentation/balancing ablation and which variant was kept.")
+def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationConfig, riskml: RiskmlSettings,
+                    mlflow: MlflowTracking, risk_model: dict, risk_calibrator: dict, dataset_splits: pd.DataFrame,
                     balanced_train: pd.DataFrame, feature_manifest: dict):
     tenant, week = split_key(context)
     test = _split(dataset_splits, "test")
     train = _split(dataset_splits, "train")
-    p_raw = predict_raw(risk_model, test)
-    p_cal = apply_calibrator(risk_calibrator, p_raw)
-    report = evaluate_risk(test, p_raw, p_cal, threshold=risk_calibrator["threshold"],
-                           train_base_rate=float(train[LABEL].mean()), importance=risk_model["importance"])
+    gates = riskml.gates()
+    ablation_gate = "augmented_examples_ablation_brier"
+    # honest ablation first: whenever augmentation or balancing changed the train rows, the same model config
+    # is trained on the real train rows alone and both are scored on the same real test rows
+    changed = bool(balanced_train.get("is_synthetic", pd.Series(False)).fillna(False).astype(bool).any()
+                   or balanced_train.get("resampled", pd.Series(False)).fillna(False).astype(bool).any())
+    delta, decision, table, kept = 0.0, None, None, None
+    model, calibrator = risk_model, risk_calibrator
+    if changed:
+        used = balanced_train.reset_index(drop=True)
+        context.log.info("ablation: training the same model on the real train rows alone ...")
+        table, models = run_ablation(
+            dataset_splits, feature_manifest["features"], seed=risk_model["params"]["seed"],
+            variants={"as trained": lambda train, manifest, seed: (used, {"augment": "as trained"})},
+            params=XGBParams(**{k: v for k, v in risk_model["params"].items()}), keep_models=True,
+            log=context.log.info)
+        decision = choose_variant(table, "as trained", tolerance=gates[ablation_gate].threshold)
+        delta = float(table.set_index("variant").loc["as trained", "brier"]
+                      - table.set_index("variant").loc["baseline", "brier"])
+        context.log.info(f"ablation: {decision['reason']}")
+        if not decision["passed"] and config.refused_augmentation == "keep_baseline":
+            base = models["baseline"]
+            model = _kept_artifact(base["model"], risk_model, feature_manifest, tenant, week,
+                                   _split(dataset_splits, "validation"))
+            calibrator = base["calibrator"]
+            kept = {"variant": "baseline", "model": model, "calibrator": calibrator}
+            context.log.warning("augmentation/balancing refused: the baseline variant (real train rows, no "
+                                "balancing) is evaluated and registered instead")
+    p_raw = predict_raw(model, test)
+    p_cal = apply_calibrator(calibrator, p_raw)
+    report = evaluate_risk(test, p_raw, p_cal, threshold=calibrator["threshold"],
+                           train_base_rate=float(train[LABEL].mean()), importance=model["importance"])
     y = test[LABEL].to_numpy(int)
     curves = {"calibrated model": p_cal, "uncalibrated model": p_raw}
     if report["baseline_risk_score"]:
         curves["CRM risk_score"] = test["baseline_risk_score"].to_numpy(float).clip(0, 1)
-    rel_png = plots.reliability_diagram(y, curves)
-    imp_png = plots.feature_importance_plot(risk_model["importance"])
-    md = report_markdown(report, f"Risk model evaluation — {tenant} | {week}", {
-        "Reliability diagram (test split)": plots.png_markdown(rel_png, "reliability diagram"),
-        "Feature importance": plots.png_markdown(imp_png, "feature importance"),
+    title = f"Risk model evaluation — {tenant} | {week}"
+    if kept:
+        title += " — baseline variant kept (augmentation refused)"
+    md = report_markdown(report, title, {
+        "Reliability diagram (test split)": plots.png_markdown(plots.reliability_diagram(y, curves),
+                                                               "reliability diagram"),
+        "Feature importance": plots.png_markdown(plots.feature_importance_plot(model["importance"]),
+                                                 "feature importance"),
     })
-    # honest ablation: whenever augmentation or balancing changed the train rows, the same model config is
-    # trained on the real train rows alone and both are scored on the same real test rows
-    gates = riskml.gates()
-    changed = bool(balanced_train.get("is_synthetic", pd.Series(False)).fillna(False).astype(bool).any()
-                   or balanced_train.get("resampled", pd.Series(False)).fillna(False).astype(bool).any())
-    delta = 0.0
-    if changed:
-        used = balanced_train.reset_index(drop=True)
-        table = run_ablation(dataset_splits, feature_manifest["features"], seed=risk_model["params"]["seed"],
-                             variants={"as trained": lambda train, manifest, seed: (used, {"augment": "as trained"})},
-                             params=XGBParams(**{k: v for k, v in risk_model["params"].items()}))
-        tol = gates["augmented_examples_ablation_brier"].threshold
-        decision = choose_variant(table, "as trained", tolerance=tol)
-        delta = float(table.set_index("variant").loc["as trained", "brier"] - table.set_index("variant").loc["baseline", "brier"])
-        report["ablation"] = {"table": table.to_dict(orient="records"), "decision": decision}
+    if table is not None:
+        report["ablation"] = {"table": table.to_dict(orient="records"), "decision": decision,
+                              "mode": config.refused_augmentation}
         md += "\n" + ablation_markdown(table, decision)
-        context.log.info(f"ablation: {decision}")
+        if kept:
+            md += ("\n**Registered variant: baseline.** The model and calibrator evaluated above are the "
+                   "ablation's baseline (real train rows, no balancing); `risk_model` keeps the refused "
+                   "candidate for inspection.\n")
     else:
         md += "\n## Augmentation ablation\nNo augmentation or balancing changed the train rows: nothing to ablate.\n"
     c = report["calibrated"]
-    checks = gate_results(gates, {"risk_evaluation_ece": c["ece_excess"],
-                                  "risk_evaluation_beats_baselines": report["brier_skill"],
-                                  "augmented_examples_ablation_brier": delta}, log=context.log)
+    run_gates = dict(gates)
+    if kept:  # the refusal is visible (WARN) but no longer blocks: the kept model is the baseline
+        run_gates[ablation_gate] = replace(gates[ablation_gate], action="warn")
+    checks = gate_results(run_gates, {"risk_evaluation_ece": c["ece_excess"],
+                                      "risk_evaluation_beats_baselines": report["brier_skill"],
+                                      ablation_gate: delta}, log=context.log,
+                          extra={ablation_gate: {"kept_variant": kept["variant"] if kept else
+                                                 (decision["kept"] if decision else "as trained")}})
     report["gates"] = {r.check_name: bool(r.passed) for r in checks}
+    if kept:  # the registered (baseline) model satisfies the ablation rule by construction
+        report["gates"][ablation_gate] = True
     report["gates_passed"] = all(report["gates"].values())
     report["tenant"], report["week"] = tenant, week
     report["mlflow_run_id"] = risk_model.get("mlflow_run_id")
+    report["kept_variant"] = kept["variant"] if kept else "as trained"
+    if kept:
+        report["kept_model"] = {"model": kept["model"], "calibrator": kept["calibrator"]}
     if report["mlflow_run_id"]:
         mlflow.log_to_run(report["mlflow_run_id"],
                           metrics={f"test_{k}": c[k] for k in ("auc", "brier", "ece", "log_loss", "f1", "precision", "recall")}
                           | {"test_brier_skill": report["brier_skill"]},
-                          tags={"riskml.gates_passed": report["gates_passed"]},
-                          texts={"evaluation_report.md": md, "evaluation_report.json": json.dumps(report, default=str)})
+                          tags={"riskml.gates_passed": report["gates_passed"], "riskml.kept_variant": report["kept_variant"]},
+                          texts={"evaluation_report.md": md,
+                                 "evaluation_report.json": json.dumps({k: v for k, v in report.items() if k != "kept_model"},
+                                                                      default=str),
+                                 **({"kept_model/xgboost_model.json": kept["model"]["booster_json"]} if kept else {})})
     context.log.info(f"risk_evaluation {tenant}|{week}: AUC {c['auc']:.4f}, Brier {c['brier']:.4f}, "
-                     f"ECE {c['ece']:.4f}, gates passed: {report['gates_passed']}")
+                     f"ECE {c['ece']:.4f}, kept {report['kept_variant']}, gates passed: {report['gates_passed']}")
     return dg.MaterializeResult(value=report, check_results=checks, metadata={
         "report": dg.MetadataValue.md(md),
+        "kept_variant": report["kept_variant"],
         "auc": c["auc"], "brier": c["brier"], "ece": c["ece"], "ece_noise_floor": c["ece_noise_floor"], "log_loss": c["log_loss"], "f1": c["f1"],
         "precision": c["precision"], "recall": c["recall"], "brier_skill": report["brier_skill"],
         "test_rows": report["rows"],

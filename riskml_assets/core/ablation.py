@@ -88,7 +88,8 @@ def _build_train(train: pd.DataFrame, manifest: Mapping, spec, seed: int) -> tup
 
 def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mapping[str, dict | VariantFn] | None = None,
                  seed: int = 0, params: XGBParams | None = None, calibration: str = "auto",
-                 n_boot: int = 300, log: Callable[[str], None] | None = None) -> pd.DataFrame:
+                 n_boot: int = 300, log: Callable[[str], None] | None = None,
+                 keep_models: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, dict]:
     """Train and score every variant; one row per variant (columns ``TABLE_COLUMNS``).
 
     ``splits_df`` holds real rows with a ``split`` column (train/validation/test). ``variants`` maps a name
@@ -97,6 +98,8 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
     balancing) is always included. Deterministic for a fixed ``seed`` (apart from ``seconds``).
     ``delta_brier_ci_low/high``: 90 % interval of (variant Brier - baseline Brier) from a paired bootstrap
     that resamples whole test opportunities (their snapshots share one outcome).
+    ``keep_models``: also return ``{variant: {"model": artifact, "calibrator": calibrator}}`` (so a refused
+    candidate can be replaced by the baseline without training it again).
     """
     variants = dict(DEFAULT_VARIANTS if variants is None else variants)
     if BASELINE not in variants:
@@ -108,7 +111,7 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
         raise ValueError("the ablation needs real validation and test rows")
     params = params or XGBParams(seed=seed)
     y_val, y_test = valid[LABEL].to_numpy(dtype=int), test[LABEL].to_numpy(dtype=int)
-    rows, preds = [], {}
+    rows, preds, models = [], {}, {}
     for name, spec in variants.items():
         t0 = time.perf_counter()
         tr, info = _build_train(train, manifest, spec, seed)
@@ -116,9 +119,12 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
             raise ValueError(f"variant {name!r} produced non-train rows")
         model = train_xgb_classifier(tr, valid, manifest, params)
         p_val, p_test = predict_raw(model, valid), predict_raw(model, test)
-        cal = fit_risk_calibrator(p_val, y_val, method=calibration, seed=seed)
+        cal = fit_risk_calibrator(p_val, y_val, method=calibration, seed=seed,
+                                  groups=valid["opportunity_id"].to_numpy() if "opportunity_id" in valid.columns else None)
         p_cal = apply_calibrator(cal, p_test)
         preds[name] = p_cal
+        if keep_models:
+            models[name] = {"model": model, "calibrator": cal}
         syn = int(tr[SYNTHETIC_FLAG].fillna(False).astype(bool).sum()) if SYNTHETIC_FLAG in tr.columns else 0
         row = {
             "variant": name, "augment": info.get("augment", ""), "balance": info.get("balance", ""),
@@ -156,7 +162,7 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
         lo.append(a)
         hi.append(b)
     table["delta_brier_ci_low"], table["delta_brier_ci_high"] = lo, hi
-    return table[list(TABLE_COLUMNS)]
+    return (table[list(TABLE_COLUMNS)], models) if keep_models else table[list(TABLE_COLUMNS)]
 
 
 def choose_variant(table: pd.DataFrame, candidate: str, tolerance: float = DEFAULT_TOLERANCE,
