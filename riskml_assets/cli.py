@@ -285,6 +285,58 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def check_rows(instance, tenant: str, week: str) -> list[dict]:
+    """The latest evaluation of every gate (asset check) of one tenant-week, asset by asset."""
+    import dagster as dg
+
+    from .definitions import defs
+    from .partitions import partition_key
+
+    pk = partition_key(tenant, week)
+    rows = []
+    for asset in defs.assets:
+        if not getattr(asset, "check_specs", None):
+            continue
+        for key in asset.keys:
+            recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]),
+                                                   limit=1).records
+            if not recs:
+                continue
+            run_id = recs[0].run_id
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+                ev = e.dagster_event.event_specific_data
+                if ev.asset_key != key:
+                    continue
+                md = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
+                rows.append({"asset": key.to_user_string(), "check": ev.check_name, "passed": bool(ev.passed),
+                             "severity": ev.severity.value, "value": md.get("value"), "op": md.get("operator"),
+                             "threshold": md.get("threshold"), "run_id": run_id})
+    return rows
+
+
+def cmd_checks(args) -> int:
+    instance = _instance()
+    weeks, _ = tenant_weeks(Path(args.incoming))
+    week = args.week or latest_complete_week(weeks.get(args.tenant, []))
+    if not week:
+        print(f"no week with data for tenant {args.tenant!r} under {args.incoming}", file=sys.stderr)
+        return 2
+    rows = check_rows(instance, args.tenant, week)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(f"gates of {args.tenant}|{week} (latest materialization of each asset)")
+        fmt = "{:<28} {:<38} {:<6} {:>10} {:>3} {:>9}"
+        print(fmt.format("asset", "check", "result", "value", "op", "threshold"))
+        for r in rows:
+            res = "pass" if r["passed"] else ("FAIL" if r["severity"] == "ERROR" else "warn")
+            num = lambda v: f"{v:.4g}" if isinstance(v, (int, float)) else str(v)  # noqa: E731
+            print(fmt.format(r["asset"], r["check"], res, num(r["value"]), str(r["op"] or ""), num(r["threshold"])))
+        if not rows:
+            print("  nothing materialized for this partition yet")
+    return 1 if any(not r["passed"] and r["severity"] == "ERROR" for r in rows) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="riskml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -330,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--week", help="week key (Monday, YYYY-MM-DD); default: latest complete week with data")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_summary)
+    c = sub.add_parser("checks", help="the latest result of every gate (asset check) of one tenant-week; exit 1 "
+                                      "when a blocking gate failed")
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--week", help="week key (Monday, YYYY-MM-DD); default: latest complete week with data")
+    c.add_argument("--incoming", default=str(data_dir() / "incoming"))
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(fn=cmd_checks)
     return p
 
 

@@ -46,5 +46,13 @@ def test_main_job_end_to_end_on_sample_data(tmp_path):
     assert rows_json[0]["tenant"] == "demo" and abs(rows_json[0]["auc"] - auc) < 1e-4
     assert (tmp_path / "data" / "mlflow.db").exists()
     assert (tmp_path / "data" / "assets" / "risk_evaluation" / "demo" / f"{week}.json").exists()
+    # only the gates of the tenant-week, from the instance
+    c = subprocess.run([BIN / "riskml", "checks", "--tenant", "demo", "--json"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert c.returncode == 0, c.stderr
+    gates = {(r["asset"], r["check"]): r for r in json.loads(c.stdout)}
+    assert len(gates) >= int(row.group(8))  # the main run's gates and the ingestion gates
+    assert gates[("risk_evaluation", "risk_evaluation_ece")]["passed"] is True
+    assert all(r["passed"] or r["severity"] == "WARN" for r in gates.values())
     scores = pd.read_parquet(tmp_path / "data" / "assets" / "risk_scores" / "demo" / f"{week}.parquet")
     assert len(scores) > 0 and scores["p_lost"].between(0, 1).all()  # a champion was registered and scored
