@@ -72,7 +72,8 @@ from riskml_assets.core import contract
 __all__ = [
     "TenantSpec", "SimulatedTenant", "DEFAULT_TENANTS", "DEFAULT_END", "DEFAULT_WEEKS", "DEFAULT_SEED",
     "WARMUP_WEEKS", "simulate_tenant", "write_tenant", "generate", "summarize", "parse_tenants", "main",
-    "ACTION_CATALOGUE", "action_catalogue", "simulate_interactions",
+    "ACTION_CATALOGUE", "action_catalogue", "simulate_interactions", "oracle_revenue_quantiles",
+    "oracle_action_utility", "REVENUE_FACTOR",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +141,7 @@ ACTIVITY_TYPE_P = (0.40, 0.25, 0.15, 0.08, 0.05, 0.07)  # in contract.ACTIVITY_T
 P_SLIP_SLIP_PRONE = 0.45
 P_SLIP_OTHER = 0.05
 SLIP_DAYS = (7, 28)  # inclusive
+REVENUE_FACTOR = (0.85, 1.1)  # a won deal realises its last deal value times U(0.85, 1.1)
 MAX_SLIPS = 3  # without a cap a slip-prone deal (expected slip 1.1 weeks a week) would never close
 CLOSE_AFTER_DAYS = (28, 140)  # initial expected close: 4–20 weeks after creation (inclusive),
 CLOSE_AFTER_BETA = (1.0, 4.0)  # ... skewed to the short end by a Beta draw (mean about 7 weeks)
@@ -295,7 +297,7 @@ def simulate_tenant(
     cat_base = rng.normal(0.0, 0.6, (n, len(contract.RISK_CATEGORIES)))
     close_wd_fallback = rng.integers(0, 4, n)
     close_secs = 8 * 3600 + rng.integers(0, 10 * 3600, n)
-    revenue_factor = rng.uniform(0.85, 1.1, n)
+    revenue_factor = rng.uniform(*REVENUE_FACTOR, n)
     has_mitigation = rng.random(n) < P_MITIGATION_RECORDED
     mitigation = np.round(rng.beta(2.0, 2.0, n), 4)
 
@@ -546,6 +548,29 @@ def simulate_interactions(snapshots: pd.DataFrame, truth: pd.DataFrame, *, end: 
 
 # --------------------------------------------------------------------------------------------
 # Writing
+
+
+def oracle_revenue_quantiles(truth: pd.DataFrame, df: pd.DataFrame, alphas: Sequence[float]) -> np.ndarray:
+    """The true quantiles of realised revenue of the rows of ``df`` (tests and benchmarks only): 0 below
+    P(lost) = ``p_lost_true``, else the deal value times the won revenue factor at the matching level
+    (deal values may still change after the snapshot, so even this oracle is not exact)."""
+    p = df["opportunity_id"].map(truth.set_index("opportunity_id")["p_lost_true"]).to_numpy(float)
+    v = df["deal_value"].to_numpy(float)
+    lo, hi = REVENUE_FACTOR
+    cols = []
+    for a in alphas:
+        u = np.clip((a - p) / (1 - p), 0, 1)
+        cols.append(np.where(a <= p, 0.0, v * (lo + (hi - lo) * u)))
+    return np.column_stack(cols)
+
+
+def oracle_action_utility(interaction_truth: pd.DataFrame, df: pd.DataFrame) -> np.ndarray:
+    """The noiseless utility of each shown (user, opportunity, action) row of ``df`` (tests and benchmarks)."""
+    keys = ["user_id", "opportunity_id", "action_id", "shown_at"]
+    m = df[keys].merge(interaction_truth[keys + ["utility_mean"]], on=keys, how="left")
+    if len(m) != len(df) or m["utility_mean"].isna().any():
+        raise ValueError("rows without a ground-truth utility: not the simulator's interactions")
+    return m["utility_mean"].to_numpy()
 
 
 def _friday_of(ts: pd.Series) -> pd.Series:

@@ -29,15 +29,7 @@ def parts(acme, manifest):
 
 
 def oracle_quantiles(acme, df, alphas=ALPHAS):
-    """True quantiles given p_lost_true: 0 below P(lost), else the deal value times the won revenue
-    factor U(0.85, 1.1) at the matching level (deal values may still change after the snapshot)."""
-    p = df["opportunity_id"].map(acme.truth.set_index("opportunity_id")["p_lost_true"]).to_numpy()
-    v = df["deal_value"].to_numpy(float)
-    cols = []
-    for a in alphas:
-        u = np.clip((a - p) / (1 - p), 0, 1)
-        cols.append(np.where(a <= p, 0.0, v * (0.85 + 0.25 * u)))
-    return np.column_stack(cols)
+    return simulator.oracle_revenue_quantiles(acme.truth, df, alphas)
 
 
 @pytest.fixture(scope="module")
