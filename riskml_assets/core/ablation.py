@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
-from .augmentation import METHODS, SYNTHETIC_FLAG, augment
+from .augmentation import DEFAULT_METHODS, METHODS, SYNTHETIC_FLAG, augment
 from .balancing import balance
 from .evaluation import apply_calibrator, fit_risk_calibrator
 from .features import LABEL
@@ -40,9 +40,10 @@ DEFAULT_VARIANTS: dict[str, dict] = {
     "augmented:smote": {"augment": {"methods": ["smote"]}},
     "augmented:copula": {"augment": {"methods": ["copula"]}},
     "augmented:rules": {"augment": {"methods": ["rules"]}},
-    "augmented": {"augment": {"methods": list(METHODS)}},
+    "augmented": {"augment": {"methods": list(DEFAULT_METHODS)}},  # what the pipeline runs by default
+    "augmented:all": {"augment": {"methods": list(METHODS)}},
     "balanced:smote": {"balance": {"strategy": "smote", "target_ratio": 1.0, "min_ratio": 1.0}},
-    "augmented+balanced": {"augment": {"methods": list(METHODS)},
+    "augmented+balanced": {"augment": {"methods": list(DEFAULT_METHODS)},
                            "balance": {"strategy": "smote", "target_ratio": 1.0, "min_ratio": 1.0}},
 }
 
