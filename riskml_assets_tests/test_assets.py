@@ -53,6 +53,10 @@ def test_whole_chain_trains_calibrates_and_evaluates(trained):
     # the model learned something real: better than the base rate and than chance, against ground truth
     assert report["calibrated"]["auc"] > 0.70
     assert report["calibrated"]["brier"] < report["baseline_base_rate"]["brier"]
+    # the CRM's own risk_score is the second baseline, with its own (warn) gate
+    crm = report["baseline_risk_score"]["brier"]
+    assert report["brier_skill_vs_crm"] == pytest.approx(1 - report["calibrated"]["brier"] / crm)
+    assert check_results(res)["risk_evaluation_beats_crm_score"] is (report["brier_skill_vs_crm"] >= 0)
     md = report_markdown_from_run(res)
     assert "data:image/png;base64," in md
     # smallco is below the 5,000-row target: it was augmented, so the report carries the ablation

@@ -73,6 +73,8 @@ def evaluate_risk(test: pd.DataFrame, p_raw: np.ndarray, p_cal: np.ndarray, *, t
         report["baseline_risk_score"] = None
     b_model, b_base = report["calibrated"]["brier"], report["baseline_base_rate"]["brier"]
     report["brier_skill"] = float(1 - b_model / b_base) if b_base > 0 else float("nan")
+    b_crm = (report["baseline_risk_score"] or {}).get("brier")
+    report["brier_skill_vs_crm"] = float(1 - b_model / b_crm) if b_crm else None  # None: no CRM score to beat
     report["reliability"] = M.reliability_table(y, p_cal).to_dict(orient="records")
     err = test[["opportunity_id", "snapshot_date"]].copy()
     err["actual_lost"] = y
@@ -105,7 +107,9 @@ def report_markdown(report: dict, title: str, plots: dict[str, str] | None = Non
         f"{report['threshold']:.3f} (max F1 on validation).",
         "",
         f"**AUC {c['auc']:.4f} · Brier {c['brier']:.4f} · ECE {c['ece']:.4f} · log-loss {c['log_loss']:.4f}** — "
-        f"Brier skill vs base rate {report['brier_skill']:.3f}.",
+        f"Brier skill vs base rate {report['brier_skill']:.3f}"
+        + (f", vs the CRM's own risk_score {report['brier_skill_vs_crm']:.3f}." if report.get("brier_skill_vs_crm")
+           is not None else "."),
         "",
         "## Metrics against baselines",
         comparison_table(report).to_markdown(floatfmt=".4f"),

@@ -84,6 +84,8 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     Gate("risk_evaluation_ece", "ece_excess", "<=", 0.03, "fail",
          "ECE of calibrated test predictions beyond the noise floor of a perfectly calibrated model"),
     Gate("risk_evaluation_beats_baselines", "brier_skill", ">=", 0.02, "fail", "1 - Brier(model)/Brier(base rate) on test"),
+    Gate("risk_evaluation_beats_crm_score", "brier_skill_vs_crm", ">=", 0.0, "warn",
+         "1 - Brier(model)/Brier(the snapshot's own CRM risk_score) on test; passes when the CRM sends no score"),
     # registry and scoring
     Gate("registered_models_promotion", "promoted", ">=", 1, "warn",
          "the new version became champion (gates passed, floors met, significantly better than the champion)"),

@@ -113,3 +113,24 @@ def test_invalid_calibration_inputs():
         calibrator_from_dict({"method": "isotonic", "x": [0.0, 1.0], "y": [0.9, 0.1]})
     with pytest.raises(ValueError, match="missing"):
         calibrator_from_dict({"method": "platt", "a": 1.0})
+
+
+def test_evaluation_compares_with_both_baselines_and_skips_a_missing_crm_score():
+    import pandas as pd
+
+    from riskml_assets.core.evaluation import evaluate_risk
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    p_true = rng.uniform(0.05, 0.95, n)
+    y = (rng.random(n) < p_true).astype(int)
+    test = pd.DataFrame({"opportunity_id": [f"o{i // 2}" for i in range(n)], "snapshot_date": pd.Timestamp("2026-01-05"),
+                         "label": y, "baseline_risk_score": np.clip(p_true + rng.normal(0, 0.25, n), 0, 1)})
+    rep = evaluate_risk(test, p_true, p_true, threshold=0.5, train_base_rate=y.mean(), importance={})
+    b_model, b_crm = m.brier(y, p_true), m.brier(y, test["baseline_risk_score"].to_numpy())
+    assert rep["brier_skill_vs_crm"] == pytest.approx(1 - b_model / b_crm) and rep["brier_skill_vs_crm"] > 0.1
+    worse = evaluate_risk(test, p_true, np.full(n, y.mean()), threshold=0.5, train_base_rate=y.mean(), importance={})
+    assert worse["brier_skill_vs_crm"] < 0  # a model no better than the base rate loses to a useful CRM score
+    none = evaluate_risk(test.assign(baseline_risk_score=np.nan), p_true, p_true, threshold=0.5,
+                         train_base_rate=y.mean(), importance={})
+    assert none["baseline_risk_score"] is None and none["brier_skill_vs_crm"] is None
