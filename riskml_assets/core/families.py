@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -40,7 +40,7 @@ from . import forecast as FC
 from . import metrics as M
 from . import ranking as RK
 from .features import LABEL
-from .gates import ACTIONS, OPS, Gate
+from .gates import Gate, override_gate
 from .selection import SAMPLERS, SelectionResult, get_scorer, model_from_dict, make_model, select_model
 from .training import XGBParams, design_matrix, model_features, predict_raw, train_xgb_classifier
 
@@ -303,13 +303,7 @@ def family_gates(name: str, overrides: Mapping[str, Mapping] | None = None) -> d
     for gname, fields in (overrides or {}).items():
         if gname not in gates:
             continue  # other families' / pipeline gates
-        unknown = set(fields) - {"metric", "op", "threshold", "action", "description"}
-        if unknown:
-            raise ValueError(f"gate {gname}: unknown fields {sorted(unknown)}")
-        g = replace(gates[gname], **fields)
-        if g.action not in ACTIONS or g.op not in OPS:
-            raise ValueError(f"gate {gname}: action must be one of {ACTIONS} and op one of {list(OPS)}")
-        gates[gname] = replace(g, threshold=float(g.threshold))
+        gates[gname] = override_gate(gates[gname], fields)
     return gates
 
 

@@ -115,11 +115,16 @@ def load_gates(path: str | Path | None = None) -> dict[str, Gate]:
         for name, fields in data.items():
             if name not in gates:
                 raise ValueError(f"{path}: unknown gate {name!r}; known gates: {', '.join(sorted(gates))}")
-            unknown = set(fields) - {"metric", "op", "threshold", "action", "description"}
-            if unknown:
-                raise ValueError(f"{path}: gate {name}: unknown fields {sorted(unknown)}")
-            g = replace(gates[name], **fields)
-            if g.action not in ACTIONS or g.op not in OPS:
-                raise ValueError(f"{path}: gate {name}: action must be one of {ACTIONS} and op one of {list(OPS)}")
-            gates[name] = replace(g, threshold=float(g.threshold))
+            gates[name] = override_gate(gates[name], fields, where=f"{path}: ")
     return gates
+
+
+def override_gate(gate: Gate, fields: Mapping, where: str = "") -> Gate:
+    """``gate`` with some of its fields replaced (metric, op, threshold, action, description), validated."""
+    unknown = set(fields) - {"metric", "op", "threshold", "action", "description"}
+    if unknown:
+        raise ValueError(f"{where}gate {gate.name}: unknown fields {sorted(unknown)}")
+    g = replace(gate, **fields)
+    if g.action not in ACTIONS or g.op not in OPS:
+        raise ValueError(f"{where}gate {gate.name}: action must be one of {ACTIONS} and op one of {list(OPS)}")
+    return replace(g, threshold=float(g.threshold))
