@@ -27,11 +27,6 @@ def sim():
     return simulator.simulate_tenant(simulator.TenantSpec("pit", 6.0), weeks=20)
 
 
-@pytest.fixture(scope="module")
-def manifest():
-    return F.build_manifest()
-
-
 def _features(snapshots, activities, manifest):
     base = F.build_base_frame(snapshots, activities)
     return F.extract_features(base, manifest)

@@ -15,11 +15,6 @@ LABEL = F.LABEL
 
 
 @pytest.fixture(scope="module")
-def manifest():
-    return F.build_manifest()
-
-
-@pytest.fixture(scope="module")
 def examples(manifest):
     sim = simulator.simulate_tenant(simulator.TenantSpec("prep", 30.0, 3), weeks=30)
     ex, stats = F.build_training_examples(sim.snapshots, sim.outcomes, sim.activities, manifest,

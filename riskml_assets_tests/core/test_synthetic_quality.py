@@ -16,11 +16,6 @@ LABEL = F.LABEL
 
 
 @pytest.fixture(scope="module")
-def manifest():
-    return F.build_manifest()
-
-
-@pytest.fixture(scope="module")
 def real(manifest):
     sim = simulator.simulate_tenant(simulator.DEFAULT_TENANTS[2])  # initech, the small tenant
     ex, _ = F.build_training_examples(sim.snapshots, sim.outcomes, sim.activities, manifest,
