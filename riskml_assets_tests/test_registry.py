@@ -163,7 +163,7 @@ def test_tampered_files_are_refused_before_anything_is_parsed(reg, models):
     blob = pickle.dumps({"a": 1})
     v = reg.register("tamper", "risk", strong["artifact"], strong["calibrator"], strong["manifest"], {}, "", True,
                      extra_files={"legacy.pkl": blob})
-    assert pickle.loads(reg.load("tamper", "risk", alias="challenger")["extra_files"]["legacy.pkl"]) == {"a": 1}
+    assert reg.load("tamper", "risk", alias="challenger")["extra_files"]["legacy.pkl"] == blob  # verified bytes, never unpickled here
     d = _artifact_dir(reg, "tamper", "risk", v)
     (d / "extra" / "legacy.pkl").write_bytes(pickle.dumps({"a": 2}))
     with pytest.raises(R.ChecksumMismatchError, match=r"extra/legacy.pkl: sha256 .* != registered"):

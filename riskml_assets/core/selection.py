@@ -70,24 +70,25 @@ APPLIES = {"xgboost": set(TASKS), "lightgbm": set(TASKS), "random_forest": {"bin
 
 _TREES = {"type": "int", "low": 50, "high": 400, "log": True, "default": 200}
 _LR = {"type": "float", "low": 0.02, "high": 0.3, "log": True, "default": 0.1}
+_BOOSTING_REGULARISATION = {  # row/column subsampling and L2, the same ranges for both boosting libraries
+    "subsample": {"type": "float", "low": 0.6, "high": 1.0, "default": 0.8},
+    "colsample_bytree": {"type": "float", "low": 0.5, "high": 1.0, "default": 0.8},
+    "reg_lambda": {"type": "float", "low": 1e-3, "high": 10.0, "log": True, "default": 1.0},
+}
 DEFAULT_SPACES: dict[str, dict[str, dict]] = {
     "xgboost": {
         "n_estimators": _TREES,
         "max_depth": {"type": "int", "low": 2, "high": 8, "default": 4},
         "learning_rate": _LR,
         "min_child_weight": {"type": "float", "low": 1.0, "high": 30.0, "log": True, "default": 5.0},
-        "subsample": {"type": "float", "low": 0.6, "high": 1.0, "default": 0.8},
-        "colsample_bytree": {"type": "float", "low": 0.5, "high": 1.0, "default": 0.8},
-        "reg_lambda": {"type": "float", "low": 1e-3, "high": 10.0, "log": True, "default": 1.0},
+        **_BOOSTING_REGULARISATION,
     },
     "lightgbm": {
         "n_estimators": _TREES,
         "num_leaves": {"type": "int", "low": 7, "high": 63, "log": True, "default": 15},
         "learning_rate": _LR,
         "min_child_samples": {"type": "int", "low": 5, "high": 100, "log": True, "default": 20},
-        "subsample": {"type": "float", "low": 0.6, "high": 1.0, "default": 0.8},
-        "colsample_bytree": {"type": "float", "low": 0.5, "high": 1.0, "default": 0.8},
-        "reg_lambda": {"type": "float", "low": 1e-3, "high": 10.0, "log": True, "default": 1.0},
+        **_BOOSTING_REGULARISATION,
     },
     "random_forest": {
         "n_estimators": {"type": "int", "low": 50, "high": 300, "log": True, "default": 100},
