@@ -17,9 +17,31 @@ class RiskmlSettings(dg.ConfigurableResource):
     incoming_dir: str = "data/incoming"
     quarantine_dir: str = "data/quarantine"
     gates_file: str = "config/gates.yaml"
+    tenants_dir: str = "config/tenants"  # per-tenant config: <tenants_dir>/<tenant>.yaml (optional)
 
     def gates(self) -> dict[str, Gate]:
         return load_gates(os.environ.get("RISKML_GATES_FILE") or self.gates_file)
+
+    def tenant_config_path(self, tenant: str) -> Path:
+        from .core.contract import validate_tenant
+
+        return Path(os.environ.get("RISKML_TENANTS_DIR") or self.tenants_dir) / f"{validate_tenant(tenant)}.yaml"
+
+    def tenant_config(self, tenant: str) -> dict:
+        """The tenant's config file as a mapping ({} when it has none); a file that is not a YAML mapping
+        raises ValueError naming the file. See config/tenants/_example.yaml for the keys."""
+        import yaml
+
+        path = self.tenant_config_path(tenant)
+        if not path.is_file():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"tenant config {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"tenant config {path} must hold a mapping at the top level, got {type(data).__name__}")
+        return data
 
     def tenant_dir(self, tenant: str) -> Path:
         from .core.contract import validate_tenant
@@ -91,7 +113,8 @@ def default_resources() -> dict:
         "io_manager": RiskmlIOManager(base_path=os.environ.get("RISKML_STORAGE", f"{data}/assets"),
                                       storage_options_json=os.environ.get("RISKML_STORAGE_OPTIONS", "{}")),
         "riskml": RiskmlSettings(incoming_dir=f"{data}/incoming", quarantine_dir=f"{data}/quarantine",
-                                 gates_file=os.environ.get("RISKML_GATES_FILE", "config/gates.yaml")),
+                                 gates_file=os.environ.get("RISKML_GATES_FILE", "config/gates.yaml"),
+                                 tenants_dir=os.environ.get("RISKML_TENANTS_DIR", "config/tenants")),
         "mlflow": MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db"),
                                  experiment_name=os.environ.get("RISKML_EXPERIMENT", "riskml")),
         "model_registry": RegistryResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db")),

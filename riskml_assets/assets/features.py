@@ -25,46 +25,72 @@ class FeatureManifestConfig(dg.Config):
 
 def lock_mismatches(manifest: dict, lock_path: Path = FEATURE_LOCK) -> list[str]:
     """Features whose (name, version) is in the lock file with another definition hash: the code of a
-    released version changed without a version bump."""
+    released version changed without a version bump (for per-tenant features: the template's code)."""
     if not lock_path.exists():
         return []
     lock = json.loads(lock_path.read_text())
     out = []
     for name, pin in manifest.items():
-        key = f"{name}@{pin['version']}"
-        if key in lock and lock[key] != pin["hash"]:
-            out.append(f"{key}: locked hash {lock[key]} != current {pin['hash']}")
+        key, h = F.lock_key(name, pin)
+        if key in lock and lock[key] != h:
+            out.append(f"{key}: locked hash {lock[key]} != current {h}")
     return out
 
 
+_window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
+
+
+def history_before(snapshots: pd.DataFrame, end) -> pd.DataFrame:
+    if not len(snapshots):
+        return snapshots
+    return snapshots[pd.to_datetime(snapshots["snapshot_date"]) < pd.Timestamp(end)].reset_index(drop=True)
+
+
 @dg.asset(
-    partitions_def=tenant_week, group_name="features", kinds={"python"}, owners=OWNERS, code_version="1",
-    tags={"domain": "risk"}, check_specs=gate_specs("feature_manifest", ("feature_manifest_parity",)),
-    description="Feature versions pinned for this training partition: name -> version + definition hash.",
+    partitions_def=tenant_week, group_name="features", kinds={"python"}, owners=OWNERS, code_version="2",
+    tags={"domain": "risk"}, ins={"risk_snapshots": dg.AssetIn(**_window_in)},
+    check_specs=gate_specs("feature_manifest", ("feature_manifest_parity",)),
+    description="Feature versions pinned for this training partition: name -> version + definition hash, "
+                "with the tenant's own parameters (stage order, extra columns) decided from its snapshot "
+                "history and config/tenants/<tenant>.yaml, and pinned.",
 )
 def feature_manifest(context: dg.AssetExecutionContext, config: FeatureManifestConfig,
-                     riskml: RiskmlSettings):
-    manifest = F.build_manifest(config.versions, tuple(config.exclude))
+                     riskml: RiskmlSettings, risk_snapshots):
+    tenant, week = split_key(context)
+    _, end = week_bounds(week)
+    snaps = history_before(concat(risk_snapshots), end)
+    tenant_cfg = F.parse_tenant_config(riskml.tenant_config(tenant), where=str(riskml.tenant_config_path(tenant)))
+    report: dict = {}
+    manifest = F.build_manifest(config.versions, tuple(config.exclude), snapshots=snaps if len(snaps) else None,
+                                tenant_config=tenant_cfg, report=report)
     problems = lock_mismatches(manifest)
     for p in problems:
         context.log.error(f"feature definition changed without a version bump: {p}")
     table = pd.DataFrame([{"feature": n, "version": p["version"], "hash": p["hash"], "kind": p["kind"],
-                           "sources": ", ".join(p["sources"])} for n, p in manifest.items()])
+                           "sources": ", ".join(p["sources"]), "params": p.get("params_source", "")}
+                          for n, p in manifest.items()])
+    extras = pd.DataFrame([{"feature": n, **d} for n, d in report.get("extra_features", {}).items()])
+    skipped = pd.DataFrame(sorted(report.get("extra_columns_skipped", {}).items()), columns=["column", "why skipped"])
+    if report.get("stages_outside_order"):
+        context.log.warning(f"{tenant}: stages seen outside the pinned stage order (stage_index null for them): "
+                            f"{report['stages_outside_order']}")
     checks = gate_results(riskml.gates(), {"feature_manifest_parity": len(problems)}, log=context.log,
                           extra={"feature_manifest_parity": {"problems": dg.MetadataValue.json(problems)}})
     value = {"features": manifest, "fingerprint": F.manifest_fingerprint(manifest)}
     return dg.MaterializeResult(value=value, check_results=checks, metadata={
         "fingerprint": value["fingerprint"], "features": len(manifest),
         "manifest": dg.MetadataValue.md(md_table(table, max_rows=100)),
+        "stage_order": dg.MetadataValue.json({"order": report.get("stage_order", []),
+                                              "source": report.get("stage_order_source", ""),
+                                              "stages_outside_order": report.get("stages_outside_order", [])}),
+        "extra_features": dg.MetadataValue.md(md_table(extras, max_rows=100)),
+        "extra_columns_skipped": dg.MetadataValue.md(md_table(skipped, max_rows=100)),
     })
 
 
 class TrainingExamplesConfig(dg.Config):
     window_weeks: int = Field(52, ge=1, le=MAX_WINDOW_WEEKS,
                               description="Rolling training window: labelled snapshots of the last N weeks.")
-
-
-_window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
 
 
 @dg.asset(
@@ -101,6 +127,11 @@ def training_examples(context: dg.AssetExecutionContext, config: TrainingExample
         df, stats = F.build_training_examples(snaps, outs, acts, manifest, partition_end=end.isoformat(),
                                               window_weeks=config.window_weeks)
     feats = stats["features"]
+    conflicts = stats.pop("conflicts", None)
+    conflict_file = write_conflicts(Path(riskml.quarantine_dir), tenant, week, conflicts)
+    if conflicts is not None and conflicts.height:
+        context.log.warning(f"{tenant}|{week}: {conflicts['opportunity_id'].n_unique()} opportunities with "
+                            f"conflicting outcomes excluded from training (rows in {conflict_file})")
     nulls = {c: float(df[c].isna().mean()) for c in feats} if len(df) else {}
     values = {
         "training_examples_min_rows": stats["labelled_rows"],
@@ -123,8 +154,26 @@ def training_examples(context: dg.AssetExecutionContext, config: TrainingExample
         "unavailable_features": dg.MetadataValue.md(md_table(unavailable)),
         "null_rates": dg.MetadataValue.md(md_table(null_table, 40)),
         "manifest_fingerprint": feature_manifest.get("fingerprint", ""),
+        "conflicting_outcome_opportunities": int(stats.get("conflicting_outcome_opportunities", 0)),
+        "conflicts_file": str(conflict_file) if conflict_file else "",
     }
     return dg.MaterializeResult(value=df, metadata=meta, check_results=checks)
+
+
+def write_conflicts(quarantine_dir: Path, tenant: str, week: str, conflicts) -> Path | None:
+    """Write the outcome rows excluded as ``conflicting_outcome`` to
+    ``<quarantine_dir>/conflicts/<tenant>/<week>.parquet`` (tenant column added). With no conflict, an
+    earlier file of the same partition is replaced by an empty table (so it never tells a stale story)."""
+    from ..core.contract import validate_tenant
+
+    path = Path(quarantine_dir) / "conflicts" / validate_tenant(tenant) / f"{week_bounds(week)[0].date().isoformat()}.parquet"
+    if conflicts is None or (not conflicts.height and not path.exists()):
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    conflicts.to_pandas().assign(tenant=tenant, kind="outcomes").to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path if conflicts.height else None
 
 
 feature_assets = [feature_manifest, training_examples]

@@ -226,8 +226,11 @@ def test_manifest_pins_the_latest_version_of_every_feature(manifest):
     for name, pin in manifest.items():
         latest = max(v for n, v in F.REGISTRY if n == name)
         assert pin["version"] == latest, name
-        fd = F.REGISTRY[(name, latest)]
-        assert pin["hash"] == fd.definition_hash and pin["kind"] == fd.kind and pin["critical"] == fd.critical
+        fd = F.resolve_pin(name, pin)  # bound to its pinned parameters for a per-tenant feature
+        assert fd.version == latest and fd.definition_hash == pin["hash"]
+        assert pin["kind"] == fd.kind and pin["critical"] == fd.critical
+        if fd.parametric:
+            assert pin["template_hash"] == F.REGISTRY[(name, latest)].template_hash
     assert manifest["engagement"]["version"] == 2
     assert manifest["days_since_last_activity"]["version"] == 2
     assert {n for n, p in manifest.items() if p["critical"]} == {"days_to_close", "log_deal_value",
@@ -275,7 +278,8 @@ def test_tampered_hash_is_refused_naming_feature_and_both_hashes(sim):
 def test_lock_file_matches_the_registry():
     """Changing a released feature's definition without a version bump breaks this test (on purpose)."""
     lock = json.loads((Path(F.__file__).parent / "feature_lock.json").read_text())
-    current = {f"{n}@{v}": fd.definition_hash for (n, v), fd in F.REGISTRY.items()}
+    current = F.lock_entries()  # plain features: the definition hash; per-tenant ones: the template (code) hash
+    assert {k for k in current if "@" in k} >= {f"{n}@{v}" for n, v in F.REGISTRY}
     assert sorted(lock) == sorted(current), "features added/removed without updating feature_lock.json"
     changed = {k: (lock[k], current[k]) for k in lock if lock[k] != current[k]}
     assert changed == {}, f"released features changed without a version bump: {changed}"
@@ -357,7 +361,10 @@ def test_null_risk_score_makes_heuristic_score_unavailable(sim, manifest):
 def _expected_labelled(snaps, outcomes, end, window_weeks):
     start = end - pd.Timedelta(weeks=window_weeks)
     s = snaps[(snaps["snapshot_date"] >= start) & (snaps["snapshot_date"] < end)]
-    o = outcomes[outcomes["closed_at"] < end].sort_values("closed_at").drop_duplicates("opportunity_id", keep="last")
+    o = outcomes[outcomes["closed_at"] < end]
+    conflicted = o.groupby("opportunity_id")["outcome"].nunique().loc[lambda n: n > 1].index
+    o = o[~o["opportunity_id"].isin(conflicted)]  # outcomes that disagree are no label (features.resolve_outcomes)
+    o = o.sort_values("closed_at").drop_duplicates("opportunity_id", keep="last")
     j = s.merge(o[["opportunity_id", "outcome", "closed_at"]], on="opportunity_id")
     j = j[j["closed_at"] > j["snapshot_date"]]
     return {(r.opportunity_id, r.snapshot_date): int(r.outcome == "lost") for r in j.itertuples()}
@@ -387,7 +394,7 @@ def test_training_examples_labels_and_window(sim, manifest):
     prev = outcomes.loc[outcomes["opportunity_id"] == corrected_opp].iloc[0]
     flipped = "won" if prev["outcome"] == "lost" else "lost"
     correction = prev.to_frame().T.assign(outcome=flipped, closed_at=end + 2 * DAY)
-    # 4. two outcomes before the end (a reopened deal): the later one is the label
+    # 4. two outcomes before the end that disagree (won, then lost): no label at all, reported as a conflict
     first_close = outcomes.loc[outcomes["opportunity_id"] == twice_opp].iloc[0]
     reopened = first_close.to_frame().T.assign(
         outcome="won" if first_close["outcome"] == "lost" else "lost", closed_at=end - 2 * DAY)
@@ -406,9 +413,11 @@ def test_training_examples_labels_and_window(sim, manifest):
     assert late_opp not in set(ex["opportunity_id"]) and at_end_opp not in set(ex["opportunity_id"])
     assert sorted(ex.loc[ex["opportunity_id"] == cut_opp, "snapshot_date"]) == [cut_dates[0]]
     assert (ex.loc[ex["opportunity_id"] == corrected_opp, "outcome"] == prev["outcome"]).all()
-    twice = ex[ex["opportunity_id"] == twice_opp]
-    assert len(twice) and (twice["outcome"] == reopened["outcome"].iloc[0]).all()
-    assert (twice["closed_at"] == end - 2 * DAY).all()
+    assert twice_opp not in set(ex["opportunity_id"]) and twice_opp in set(ex0["opportunity_id"])
+    assert stats["conflicting_outcome_opportunities"] == 1 and stats["conflicting_outcome_rows"] == 2
+    assert stats["conflicts"]["opportunity_id"].to_list() == [twice_opp, twice_opp]
+    assert set(stats["conflicts"]["reason_code"]) == {"conflicting_outcome"}
+    assert stats["snapshot_rows_excluded_conflicting_outcome"] == int((ex0["opportunity_id"] == twice_opp).sum())
     assert not ex["opportunity_id"].str.startswith("ghost").any()
     assert (ex["closed_at"] < end).all() and (ex["closed_at"] > ex["snapshot_date"]).all()
     np.testing.assert_array_equal(ex[F.LABEL], (ex["outcome"] == "lost").astype(int))
