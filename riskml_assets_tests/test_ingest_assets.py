@@ -64,3 +64,102 @@ def test_unreadable_file_fails_naming_the_file(platform):
     # the other kinds of the same week are unaffected
     assert dg.AssetKey("opportunity_outcomes") in {e.asset_key for e in res.get_asset_materialization_events()} or \
         not any(p.name.startswith("outcomes-") for p in files)
+
+
+# --------------------------------------------------------------------------- issue 9: items 1, 2, 16, 17
+
+
+def _snapshots(n: int, day: str, prefix: str = "opp") -> pd.DataFrame:
+    return pd.DataFrame({
+        "opportunity_id": [f"{prefix}-{k}" for k in range(n)],
+        "snapshot_date": pd.Timestamp(day), "deal_value": 1000.0, "currency": "EUR", "probability": 40.0,
+        "stage": "proposal", "close_date": pd.Timestamp(day) + pd.Timedelta(days=60),
+        "last_activity_at": pd.Timestamp(day) - pd.Timedelta(days=2), "owner_id": "u1", "account_id": "a1",
+    })
+
+
+def _write(platform, tenant: str, name: str, df: pd.DataFrame):
+    d = platform.incoming / tenant
+    d.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(d / name)
+    return d / name
+
+
+def test_history_from_2015_is_ingested_and_out_of_range_files_are_refused_with_a_reason(platform, tmp_path):
+    from types import SimpleNamespace
+
+    from riskml_assets.cli import tenant_weeks
+
+    t = "oldco"
+    _write(platform, t, "snapshots-2015-03-06.parquet", _snapshots(5, "2015-03-06"))
+    # out-of-range files in a separate incoming folder (the shared one is also watched by sensor tests)
+    other = SimpleNamespace(incoming=tmp_path / "incoming")
+    _write(other, t, "snapshots-2015-03-06.parquet", _snapshots(5, "2015-03-06"))
+    _write(other, t, "snapshots-2009-06-05.parquet", _snapshots(2, "2009-06-05"))  # before the first week
+    _write(other, t, "snapshots-2099-01-02.parquet", _snapshots(2, "2099-01-02"))  # the future
+    weeks, refused = tenant_weeks(other.incoming)
+    assert weeks[t] == ["2015-03-02"]
+    why = {p.name: r for p, r in refused if p.parent.name == t}
+    assert set(why) == {"snapshots-2009-06-05.parquet", "snapshots-2099-01-02.parquet"}
+    assert "before the first week 2010-01-04" in why["snapshots-2009-06-05.parquet"]
+    assert "in the future" in why["snapshots-2099-01-02.parquet"]
+    res = platform.run("ingest_job", t, "2015-03-02")  # before the fix: DagsterUnknownPartitionError
+    assert res.success
+    assert len(platform.load("risk_snapshots", t, "2015-03-02")) == 5
+
+
+def test_outcomes_exported_on_monday_feed_the_week_they_closed(platform):
+    t = "mondayco"
+    _write(platform, t, "snapshots-2016-05-06.parquet", _snapshots(6, "2016-05-06"))
+    _write(platform, t, "snapshots-2016-05-13.parquet", _snapshots(6, "2016-05-13"))
+    closes = pd.DataFrame({"opportunity_id": [f"opp-{k}" for k in range(5)] + ["x-0"],
+                           "outcome": ["won", "lost", "won", "lost", "won", "lost"],
+                           "closed_at": pd.to_datetime(["2016-05-02", "2016-05-03", "2016-05-05", "2016-05-07",
+                                                        "2016-05-08", "2016-05-09"]),
+                           "actual_revenue": [1.0, 0.0, 3.0, 0.0, 5.0, 0.0]})
+    _write(platform, t, "outcomes-2016-05-09.parquet", closes)  # Monday export: last 7 days + today
+    r1 = platform.run("ingest_job", t, "2016-05-02")
+    r2 = platform.run("ingest_job", t, "2016-05-09")
+    assert r1.success and r2.success
+    w1, w2 = (platform.load("opportunity_outcomes", t, w) for w in ("2016-05-02", "2016-05-09"))
+    assert sorted(w1["opportunity_id"]) == [f"opp-{k}" for k in range(5)] and w2["opportunity_id"].tolist() == ["x-0"]
+    assert not (platform.root / "quarantine" / "outcomes" / t).exists()  # before the fix: 5 of 6 rows quarantined
+    assert check_results(r1)["opportunity_outcomes_schema"] and check_results(r2)["opportunity_outcomes_schema"]
+
+
+def test_an_unreadable_file_is_recorded_the_others_ingested_and_the_schedule_sees_it(platform):
+    from riskml_assets.sensors import ingestion_blocked
+
+    t, week = "halfbroken", "2016-05-02"
+    _write(platform, t, "snapshots-2016-05-04.parquet", _snapshots(7, "2016-05-04"))
+    broken = platform.incoming / t / "snapshots-2016-05-06.csv"
+    broken.write_bytes(b"opportunity_id,snapshot_date\n\xff\xfe\x00 not utf-8\n")
+    res = platform.run("ingest_job", t, week)
+    assert len(platform.load("risk_snapshots", t, week)) == 7         # the readable file is ingested
+    checks = check_results(res)
+    assert checks["risk_snapshots_files_readable"] is False and checks["risk_snapshots_schema"] is True
+    q = pd.read_parquet(platform.root / "quarantine" / "snapshots" / t / f"{week}.parquet")
+    assert q[["source_file", "row_number", "reason_code"]].values.tolist() == [[broken.name, -1, "unreadable_file"]]
+    assert "not UTF-8" in q["reason"].iloc[0]
+    why = ingestion_blocked(platform.instance, t, week)  # what the weekly schedule asks before training
+    assert why is not None and "risk_snapshots_files_readable" in why
+
+
+def test_a_hostile_tenant_partition_key_is_refused_before_any_path_is_built(platform):
+    from riskml_assets.core.contract import ContractError
+    from riskml_assets.partitions import partition_key
+
+    with pytest.raises(ContractError, match="invalid tenant id"):
+        partition_key("../evil", "2016-05-02")
+    platform.instance.add_dynamic_partitions("tenant", ["../evil"])
+    try:
+        res = platform.defs.resolve_job_def("ingest_job").execute_in_process(
+            partition_key="../evil|2016-05-02", instance=platform.instance, raise_on_error=False)
+    finally:  # the instance is shared by the session: leave no hostile tenant behind
+        platform.instance.delete_dynamic_partition("tenant", "../evil")
+    assert not res.success
+    errors = [e.event_specific_data.error.to_string() for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert errors and all("invalid tenant id '../evil'" in m for m in errors)
+    assert not (platform.root / "evil").exists() and not (platform.root / "quarantine" / "evil").exists()
+    assert not (platform.root / "assets" / "evil").exists()
+    assert not list(platform.root.parent.glob("evil*"))

@@ -2,6 +2,12 @@
 
 One factory builds ``risk_snapshots``, ``opportunity_outcomes`` and ``activity_events`` (and later
 ``recommendation_interactions``) from their kind; the validation rules live in ``core.schemas``.
+
+Which rows belong to a week is decided by ``core.ingest.ingest_week``: snapshots, activities and
+interactions come from the files dated in the week; outcomes rows belong to the week of their own
+``closed_at`` (so the outcomes of a week are also read from files dated up to ``LATE_WEEKS`` later).
+An unreadable file is recorded in the quarantine (``unreadable_file``) and fails the blocking gate
+``<asset>_files_readable``; the readable files of the week are still ingested.
 """
 
 import datetime as dt
@@ -12,8 +18,8 @@ import pandas as pd
 
 from ..checks import gate_results, gate_specs
 from ..core import ingest as core_ingest
-from ..core.contract import ContractError, parse_incoming_name, week_bounds
-from ..partitions import split_key, tenant_week
+from ..core.contract import ContractError, parse_incoming_name, validate_tenant, week_in_range
+from ..partitions import PARTITIONS_START, split_key, tenant_week
 from ..resources import RiskmlSettings
 from .common import OWNERS, frame_metadata, md_table
 
@@ -21,35 +27,37 @@ INGEST_ASSETS = {
     # kind: (asset name, description, gates)
     "snapshots": ("risk_snapshots", "The week's validated CRM risk snapshots (one row per opportunity per snapshot date).",
                   ("risk_snapshots_schema", "risk_snapshots_duplicate_keys", "risk_snapshots_future_dates",
-                   "risk_snapshots_not_empty")),
-    "outcomes": ("opportunity_outcomes", "Outcomes (won/lost, revenue) of opportunities closed during the week.",
-                 ("opportunity_outcomes_schema", "opportunity_outcomes_duplicate_keys")),
+                   "risk_snapshots_not_empty", "risk_snapshots_files_readable")),
+    "outcomes": ("opportunity_outcomes", "Outcomes (won/lost, revenue) of opportunities closed during the week "
+                 "(by their own closed_at, from the files dated in the week or up to 8 weeks later).",
+                 ("opportunity_outcomes_schema", "opportunity_outcomes_duplicate_keys",
+                  "opportunity_outcomes_files_readable")),
     "activities": ("activity_events", "Activity events (email, call, meeting, ...) that occurred during the week.",
-                   ("activity_events_schema",)),
+                   ("activity_events_schema", "activity_events_files_readable")),
     "interactions": ("recommendation_interactions",
                      "Feedback on recommended mitigation actions shown during the week (0 ignored, 1 clicked, 2 accepted).",
-                     ("recommendation_interactions_schema",)),
+                     ("recommendation_interactions_schema", "recommendation_interactions_files_readable")),
 }
 
 
-def week_files(incoming: Path, kind: str, week: str) -> list[Path]:
-    """The tenant's files of ``kind`` whose date falls in the Monday-anchored ``week``."""
-    start, end = week_bounds(week)
-    out = []
+def week_files(incoming: Path, kind: str, week: str, today: dt.date | None = None) -> list[Path]:
+    """The tenant's ``kind`` files the ingestion of ``week`` reads (``core.ingest.files_for_week``), among
+    the files whose date is inside the accepted range (``core.contract.week_in_range``)."""
     if not incoming.exists():
-        return out
+        return []
+    accepted = []
     for f in sorted(incoming.iterdir()):
         try:
-            k, d = parse_incoming_name(f.name)
+            _, d = parse_incoming_name(f.name)
         except ContractError:
             continue  # not a contract file: the sensor reports those
-        if k == kind and start.date() <= d < end.date():
-            out.append(f)
-    return out
+        if week_in_range(d, today=today, first=PARTITIONS_START).ok:
+            accepted.append(f)
+    return core_ingest.files_for_week(kind, accepted, week)
 
 
 def _write_quarantine(settings: RiskmlSettings, kind: str, tenant: str, week: str, q: pd.DataFrame) -> Path | None:
-    path = Path(settings.quarantine_dir) / kind / tenant / f"{week}.parquet"
+    path = Path(settings.quarantine_dir) / kind / validate_tenant(tenant) / f"{week}.parquet"
     if len(q) == 0:
         if path.exists():
             path.unlink()
@@ -75,19 +83,22 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
                          f"{[f.name for f in files]}")
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         try:
-            res = core_ingest.ingest_files(kind, files, tenant=tenant, now=now, week=week_bounds(week))
-        except ContractError as exc:
-            bad = pd.DataFrame([{"tenant": tenant, "kind": kind, "source_file": ",".join(f.name for f in files),
-                                 "row_number": -1, "reason_code": "unreadable_file", "reason": str(exc), "raw": ""}],
-                               columns=core_ingest.QUARANTINE_COLUMNS)
+            res = core_ingest.ingest_week(kind, files, tenant=tenant, now=now, week=week, first_week=PARTITIONS_START)
+        except ContractError as exc:  # files, but none readable (or a file of another kind): nothing to ingest
+            bad = core_ingest.unreadable_records(kind, tenant, [(",".join(f.name for f in files), str(exc))])
             _write_quarantine(riskml, kind, tenant, week, bad)
             raise dg.Failure(description=f"{name} {tenant}|{week}: {exc}",
                              metadata={"incoming_dir": str(incoming)}) from exc
         valid, q, stats = res.valid, res.quarantine, res.stats
         qpath = _write_quarantine(riskml, kind, tenant, week, q)
+        unreadable = stats.get("unreadable_files", [])
+        for u in unreadable:
+            context.log.error(f"{name}: unreadable file {u['source_file']} skipped (the other files are ingested): "
+                              f"{u['reason']}")
         rows_read = max(int(stats.get("rows_read", 0)), 1)
         values = {
             f"{name}_schema": stats.get("rows_quarantined", 0) / rows_read,
+            f"{name}_files_readable": len(unreadable),
         }
         if f"{name}_duplicate_keys" in gates:
             values[f"{name}_duplicate_keys"] = stats.get("duplicate_keys", 0) / rows_read
@@ -96,8 +107,10 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
         if f"{name}_not_empty" in gates:
             values[f"{name}_not_empty"] = int(len(valid))
         reasons = pd.DataFrame(sorted(stats.get("reasons", {}).items()), columns=["reason", "rows"])
+        unreadable_md = dg.MetadataValue.md(md_table(pd.DataFrame(unreadable, columns=["source_file", "reason"])))
         checks = gate_results(riskml.gates(), values, log=context.log,
-                              extra={f"{name}_schema": {"reasons": dg.MetadataValue.md(md_table(reasons))}})
+                              extra={f"{name}_schema": {"reasons": dg.MetadataValue.md(md_table(reasons))},
+                                     f"{name}_files_readable": {"unreadable_files": unreadable_md}})
         if len(q):
             context.log.warning(f"{name}: {len(q)} row(s) quarantined to {qpath}: "
                                 f"{dict(stats.get('reasons', {}))}")
@@ -105,10 +118,13 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
             **frame_metadata(valid),
             "files": dg.MetadataValue.json([f.name for f in files]),
             "rows_read": int(stats.get("rows_read", 0)),
-            "rows_quarantined": int(len(q)),
+            "rows_quarantined": int(stats.get("rows_quarantined", 0)),
+            "unreadable_files": unreadable_md,
             "quarantine_reasons": dg.MetadataValue.md(md_table(reasons)),
             "preview": dg.MetadataValue.md(md_table(valid.head(5))),
         }
+        if stats.get("rows_other_weeks"):
+            metadata["rows_other_weeks"] = dg.MetadataValue.json(stats["rows_other_weeks"])
         if qpath:
             metadata["quarantine_path"] = dg.MetadataValue.path(str(qpath))
             metadata["quarantine_preview"] = dg.MetadataValue.md(md_table(q[["source_file", "row_number", "reason"]].head(10)))

@@ -5,6 +5,7 @@ Everything that decides whether an outside string may become a path or a partiti
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,87 @@ def week_bounds(week: str) -> tuple[dt.datetime, dt.datetime]:
         raise ContractError(f"week key {week!r} is not a Monday")
     s = dt.datetime.combine(start, dt.time())
     return s, s + dt.timedelta(days=7)
+
+
+# --------------------------------------------------------------------------- the accepted range of weeks
+
+#: Environment variable naming the first week (a Monday, YYYY-MM-DD) of the ``week`` partitions.
+FIRST_WEEK_ENV = "RISKML_FIRST_WEEK"
+#: Default first week: early enough for any plausible CRM history (a Monday).
+DEFAULT_FIRST_WEEK = "2010-01-04"
+#: A file may be dated up to this many days after today (UTC): exports written in a time zone ahead of UTC.
+FUTURE_TOLERANCE_DAYS = 1
+
+
+def first_week(value: str | None = None) -> str:
+    """The first week of the partitions: ``value``, else ``$RISKML_FIRST_WEEK``, else :data:`DEFAULT_FIRST_WEEK`.
+
+    ContractError (one line, naming the variable) unless it is an ISO date that is a Monday.
+    """
+    raw = value if value is not None else os.environ.get(FIRST_WEEK_ENV, "").strip() or DEFAULT_FIRST_WEEK
+    try:
+        d = dt.date.fromisoformat(raw)
+    except (TypeError, ValueError):
+        raise ContractError(f"{FIRST_WEEK_ENV}={raw!r} is not a date (expected a Monday as YYYY-MM-DD)") from None
+    if d.weekday() != 0:
+        raise ContractError(f"{FIRST_WEEK_ENV}={raw!r} is a {d.strftime('%A')}, not a Monday "
+                            f"(the Monday of that week is {week_key(d)})")
+    if d.year < 1970:
+        raise ContractError(f"{FIRST_WEEK_ENV}={raw!r} is before 1970")
+    return d.isoformat()
+
+
+@dataclass(frozen=True)
+class WeekVerdict:
+    """Whether a file date / week may become a ``week`` partition; ``reason`` says why not (empty when ok).
+
+    ``code`` is ``ok``, ``before_first_week`` or ``future`` (a ``future`` file can become valid later:
+    a caller may retry it once its date has come; ``before_first_week`` needs ``RISKML_FIRST_WEEK``).
+    """
+    ok: bool
+    code: str
+    week: str
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def week_in_range(d: dt.date | dt.datetime | str, *, today: dt.date | None = None,
+                  first: str | None = None) -> WeekVerdict:
+    """Is the file date (or week key) ``d`` inside the accepted range of week partitions?
+
+    The contract: a file belongs to the Monday-anchored week of its date, and is accepted when
+    ``first week <= week(d)`` and ``d <= today + FUTURE_TOLERANCE_DAYS`` and ``week(d) <= week(today)``
+    (``today`` in UTC, default: now). A file of the current, still incomplete week *is* accepted:
+    exports are dated by the day they are written, and the week is ingested again as more files
+    arrive; training only ever uses complete weeks (:func:`latest_complete_week`). A file dated after
+    today (beyond the tolerance) or in a later week is refused as ``future``; a file before the
+    first week (``$RISKML_FIRST_WEEK``, default 2010-01-04) as ``before_first_week``.
+    Pure: the reason is one line that names the date, the week and the bound.
+    """
+    if isinstance(d, str):
+        try:
+            d = dt.date.fromisoformat(d)
+        except ValueError:
+            return WeekVerdict(False, "bad_date", d, f"{d!r} is not a date (YYYY-MM-DD)")
+    if isinstance(d, dt.datetime):
+        d = d.date()
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    if isinstance(today, dt.datetime):
+        today = today.date()
+    start = first_week(first)
+    wk = week_key(d)
+    if wk < start:
+        return WeekVerdict(False, "before_first_week", wk,
+                           f"date {d.isoformat()} (week {wk}) is before the first week {start}; "
+                           f"set {FIRST_WEEK_ENV} to an earlier Monday to accept older history")
+    latest = today + dt.timedelta(days=FUTURE_TOLERANCE_DAYS)
+    if d > latest or wk > week_key(today):
+        return WeekVerdict(False, "future", wk,
+                           f"date {d.isoformat()} (week {wk}) is in the future: today is {today.isoformat()} (UTC), "
+                           f"the latest accepted week is {week_key(today)}")
+    return WeekVerdict(True, "ok", wk)
 
 
 def latest_complete_week(today: dt.date) -> str:

@@ -63,6 +63,11 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     Gate("activity_events_schema", "quarantined_share", "<=", 0.05, "fail", "share of activity rows rejected"),
     Gate("recommendation_interactions_schema", "quarantined_share", "<=", 0.05, "fail",
          "share of recommendation-feedback rows rejected"),
+    # one gate per ingestion asset: a file of the week that cannot be read at all (quarantined as unreadable_file)
+    *(Gate(f"{a}_files_readable", "unreadable_files", "<=", 0, "fail",
+           "files of the week that could not be read (recorded in the quarantine as unreadable_file; "
+           "the readable files are ingested)")
+      for a in ("risk_snapshots", "opportunity_outcomes", "activity_events", "recommendation_interactions")),
     # features
     Gate("feature_manifest_parity", "mismatched_features", "<=", 0, "fail", "pinned features whose version/hash differ from the registry"),
     Gate("training_examples_min_rows", "labelled_rows", ">=", 200, "fail", "labelled examples in the window"),

@@ -48,7 +48,9 @@ from riskml_assets.core.contract import ContractError
 from riskml_assets.core.schemas import (
     EVENT_DATE,
     KEYS,
+    LATE_WEEKS,
     REASON_CODES,
+    ROUTED_KINDS,
     ROW_CHECK_COLUMNS,
     SCHEMAS,
     as_naive_utc,
@@ -411,9 +413,45 @@ class _Part:
     flags: _Flags
     cand: pd.DataFrame | None
     info: dict = field(default_factory=dict)
+    #: week key each row belongs to (routed kinds only; None: every row belongs to the call's week)
+    owner: np.ndarray | None = None
 
 
-def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timestamp, file_idx: int) -> _Part:
+def _week_starts(ts: pd.Series) -> pd.Series:
+    """Monday (00:00) of the week of each timestamp (NaT stays NaT)."""
+    day = ts.dt.normalize()
+    return day - pd.to_timedelta(day.dt.weekday, unit="D")
+
+
+def _route(kind: str, frame: pd.DataFrame, flags: "_Flags", owner: np.ndarray, *, file_date: dt.date,
+           first_week: str) -> None:
+    """Routed kinds: refuse event dates after the file's date or before the first week, and set ``owner``
+    (the week each row belongs to): the week of its event date when the file is dated at most LATE_WEEKS
+    weeks later, else (and for rows without a usable event date) the week of the file's date."""
+    col = EVENT_DATE[kind]
+    ev = frame[col]
+    fd = pd.Timestamp(file_date)
+    first = pd.Timestamp(first_week)
+    after = (ev.notna() & (ev.dt.normalize() > fd)).to_numpy()
+    before = (ev.notna() & (ev < first)).to_numpy()
+
+    def describe(rule: str, text: str):
+        def _d(pos: np.ndarray) -> list[str]:
+            return [f"{col}={v} {text} (rule {rule})" for v in _show_values(ev.iloc[pos])]
+        return _d
+
+    flags.flag(after, "after_file_date", describe("after_file_date", f"is after the file's date {file_date}"))
+    flags.flag(before, "before_first_week", describe(
+        "before_first_week", f"is before the first week {first_week} (set RISKML_FIRST_WEEK to an earlier Monday)"))
+    home = pd.Timestamp(contract.week_start(file_date))
+    wk = _week_starts(ev)
+    own = (ev.notna() & ~pd.Series(after | before, index=ev.index) & (home - wk <= pd.Timedelta(weeks=LATE_WEEKS))).to_numpy()
+    if own.any():
+        owner[own] = np.datetime_as_string(wk.to_numpy()[own], unit="D").astype(object)
+
+
+def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timestamp, file_idx: int,
+                file_date: dt.date | None = None, first_week: str | None = None) -> _Part:
     raw = df.reset_index(drop=True)
     raw.columns = [str(c) for c in raw.columns]
     n = len(raw)
@@ -428,6 +466,8 @@ def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timest
         "extra_columns": [c for c in cols if c not in schema.columns],
     }
     part = _Part(file_idx, source_file, raw, flags, None, info)
+    if file_date is not None:  # routed: every row belongs to the file's week until its event date says otherwise
+        part.owner = np.full(n, contract.week_key(file_date), dtype=object)
 
     # ---- file-level problems: every row of the file is quarantined, other files unaffected
     dups = _duplicated_names(cols)
@@ -493,6 +533,8 @@ def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timest
     for chk in schema.checks:
         ok = np.asarray(chk(frame).check_output, dtype=bool)
         flags.flag(~ok, chk.name, _row_check_describe(kind, chk, frame))
+    if part.owner is not None:
+        _route(kind, frame, flags, part.owner, file_date=file_date, first_week=first_week or contract.first_week())
 
     keep = ~flags.flagged
     extras = [c for c in cols if c not in schema.columns]
@@ -540,10 +582,28 @@ def _key_texts(frame: pd.DataFrame, key: list[str]) -> list[str]:
     return ["(" + ", ".join(f"{k}={v}" for k, v in zip(key, vals)) + ")" for vals in zip(*shown)]
 
 
-def _finish(kind: str, tenant: str, parts: list[_Part], week) -> IngestResult:
+def _select_week(parts: list[_Part], target: str) -> dict[str, int]:
+    """Keep only the rows of routed parts that belong to ``target``; {other week: rows} of the others."""
+    other: Counter = Counter()
+    for p in parts:
+        if p.owner is None:
+            continue
+        mine = p.owner == target
+        other.update(p.owner[~mine].tolist())
+        p.info["rows_in_file"] = int(len(mine))
+        p.info["rows_read"] = int(mine.sum())
+        p.flags.flagged = p.flags.flagged & mine  # rows of other weeks are judged by their own week's ingestion
+        if p.cand is not None and len(p.cand):
+            p.cand = p.cand.loc[mine[p.cand[_ROW].to_numpy()]]
+    return dict(sorted(other.items()))
+
+
+def _finish(kind: str, tenant: str, parts: list[_Part], week, target: str | None = None,
+            unreadable: list[tuple[str, str]] = ()) -> IngestResult:
     key = list(KEYS[kind])
     names = {p.file_idx: p.source_file for p in parts}
     extra_q: list[pd.DataFrame] = []  # quarantine records decided across files: _FILE, _ROW, code, reason
+    other_weeks = _select_week(parts, target) if target is not None else {}
 
     cands = [p.cand for p in parts if p.cand is not None]
     with warnings.catch_warnings():
@@ -639,16 +699,23 @@ def _finish(kind: str, tenant: str, parts: list[_Part], week) -> IngestResult:
                       "reasons": dict(reasons_per_file.get(p.file_idx, {}))})
     quarantine = quarantine.drop(columns="__file")
     rows_read = sum(p.info["rows_read"] for p in parts)
+    rows_quarantined = len(quarantine)
+    if unreadable:
+        quarantine = pd.concat([quarantine, unreadable_records(kind, tenant, unreadable)], ignore_index=True)
     stats = {
         "kind": kind,
         "tenant": tenant,
         "rows_read": int(rows_read),
         "rows_valid": int(len(valid)),
-        "rows_quarantined": int(len(quarantine)),
-        "reasons": dict(Counter(quarantine["reason_code"].tolist())),
+        "rows_quarantined": int(rows_quarantined),
+        "reasons": dict(Counter(quarantine["reason_code"].iloc[:rows_quarantined].tolist())),
         "duplicate_keys": int(duplicate_keys),
         "files": files,
+        "unreadable_files": [{"source_file": f, "reason": r} for f, r in unreadable],
     }
+    if target is not None:
+        stats["week"] = target
+        stats["rows_other_weeks"] = other_weeks
     if stats["rows_valid"] + stats["rows_quarantined"] != rows_read:  # pragma: no cover - invariant
         raise RuntimeError(f"ingest lost rows: {stats}")
     return IngestResult(valid, quarantine, stats)
@@ -753,6 +820,92 @@ def ingest_files(kind: str, paths: list[Path], *, tenant: str, now: dt.datetime,
     return _finish(kind, tenant, parts, week)
 
 
+def unreadable_records(kind: str, tenant: str, unreadable) -> pd.DataFrame:
+    """Quarantine records (row_number -1, reason_code ``unreadable_file``) of files that cannot be read."""
+    return pd.DataFrame([{"tenant": tenant, "kind": kind, "source_file": f, "row_number": -1,
+                          "reason_code": "unreadable_file", "reason": r, "raw": ""} for f, r in unreadable],
+                        columns=QUARANTINE_COLUMNS).astype({"row_number": "int64"})
+
+
+def reads_weeks(kind: str, file_date: dt.date) -> tuple[str, ...]:
+    """The week partitions whose ingestion reads a ``kind`` file dated ``file_date`` (oldest first):
+    its own week, and for a routed kind (outcomes) also the LATE_WEEKS weeks before it, whose rows it may carry.
+    """
+    home = contract.week_start(file_date)
+    back = LATE_WEEKS if kind in ROUTED_KINDS else 0
+    return tuple((home - dt.timedelta(weeks=k)).isoformat() for k in range(back, -1, -1))
+
+
+def files_for_week(kind: str, paths, week: str) -> list[Path]:
+    """Among contract-named ``paths``, the ``kind`` files the ingestion of ``week`` must read, sorted by name:
+    files dated in the week, plus, for a routed kind, files dated up to LATE_WEEKS weeks later."""
+    start = dt.date.fromisoformat(contract.week_key(dt.date.fromisoformat(week)))
+    later = LATE_WEEKS if kind in ROUTED_KINDS else 0
+    end = start + dt.timedelta(weeks=later + 1)
+    out = []
+    for f in paths:
+        f = Path(f)
+        try:
+            k, d = contract.parse_incoming_name(f.name)
+        except ContractError:
+            continue
+        if k == kind and start <= d < end:
+            out.append(f)
+    return sorted(out, key=lambda f: f.name)
+
+
+def ingest_week(kind: str, paths, *, tenant: str, now: dt.datetime, week: str,
+                first_week: str | None = None) -> IngestResult:
+    """The rows of ``kind`` that belong to the Monday-anchored ``week``, read from ``paths``
+    (contract-named files, e.g. :func:`files_for_week`), one unreadable file never stopping the others.
+
+    * Snapshots, activities, interactions: a file belongs to the week of its date; its rows with an
+      event date outside the week are quarantined (``outside_week``).
+    * Outcomes (:data:`~riskml_assets.core.schemas.ROUTED_KINDS`): each row belongs to the week of its own
+      ``closed_at`` when the file is dated at most LATE_WEEKS weeks after it, else to the file's week.
+      A ``closed_at`` after the file's date is quarantined (``after_file_date``), one before the first
+      week too (``before_first_week``); both, and rows without a usable ``closed_at``, in the file's week.
+      Rows of other weeks are neither valid nor quarantined here (``stats["rows_other_weeks"]`` counts
+      them): ingested week by week, every row lands in exactly one week, and duplicates are judged
+      among the rows of one week, whichever files they came from.
+    * A file that cannot be read is skipped; ``stats["unreadable_files"]`` lists it with the reason and the
+      quarantine gets one ``unreadable_file`` record (row_number -1) for it. ContractError only when there
+      are files and none of them can be read (the message names every file).
+
+    ``len(valid) + stats["rows_quarantined"] == stats["rows_read"]`` (rows of this week);
+    ``len(quarantine) == stats["rows_quarantined"] + len(stats["unreadable_files"])``.
+    """
+    now_ts = _check_call(kind, tenant, now)
+    start_d = dt.date.fromisoformat(week)
+    bounds = contract.week_bounds(start_d.isoformat())
+    routed = kind in ROUTED_KINDS
+    first = contract.first_week(first_week)
+    parts, unreadable = [], []
+    for i, p in enumerate(paths):
+        p = Path(p)
+        m = contract.FILE_RE.fullmatch(p.name)
+        if m and m["kind"] != kind:
+            raise ContractError(f"{p.name}: is a {m['kind']} file, not {kind}")
+        file_date = None
+        if routed:
+            if not m:
+                raise ContractError(f"{p.name}: an {kind} file needs a contract name <kind>-<YYYY-MM-DD> (its date "
+                                    "decides which closes it may report)")
+            file_date = contract.parse_incoming_name(p.name)[1]
+        try:
+            df = read_incoming_file(p)
+        except ContractError as exc:
+            unreadable.append((p.name, str(exc)))
+            continue
+        parts.append(_check_rows(kind, df, source_file=p.name, now=now_ts, file_idx=i, file_date=file_date,
+                                 first_week=first))
+    if unreadable and not parts:
+        raise ContractError("no readable file: " + "; ".join(r for _, r in unreadable))
+    if routed:
+        return _finish(kind, tenant, parts, None, target=start_d.isoformat(), unreadable=unreadable)
+    return _finish(kind, tenant, parts, bounds, unreadable=unreadable)
+
+
 __all__ = [
     "EVENT_DATE",
     "KEYS",
@@ -761,7 +914,11 @@ __all__ = [
     "SCHEMAS",
     "IngestResult",
     "empty_frame",
+    "files_for_week",
     "ingest_files",
+    "ingest_week",
+    "reads_weeks",
     "read_incoming_file",
+    "unreadable_records",
     "validate_frame",
 ]

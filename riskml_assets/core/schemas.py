@@ -62,6 +62,15 @@ EVENT_DATE: dict[str, str] = {
     "interactions": "shown_at",
 }
 
+#: Kinds whose rows belong to the week of their own event date, not to the week of the file that
+#: carries them: CRM exports file outcomes by export date (a Monday export of the last 7 days' closes
+#: holds mostly closes of the previous week). See :func:`riskml_assets.core.ingest.ingest_week`.
+ROUTED_KINDS: tuple[str, ...] = ("outcomes",)
+#: A routed row belongs to the week of its event date when the file reporting it is dated at most this many
+#: weeks later; reported later than that, it belongs to the week of the file's date (when it became known).
+#: It bounds the files the ingestion of one week reads (its own week's and the next LATE_WEEKS weeks').
+LATE_WEEKS = 8
+
 #: Every reason code a quarantined row can carry, with what it means.
 REASON_CODES: dict[str, str] = {
     "duplicate_column": "the file has two columns with the same name; every row of that file is quarantined",
@@ -77,6 +86,11 @@ REASON_CODES: dict[str, str] = {
     "future_date": "the event date is after the ingest time `now`",
     "activity_after_snapshot": "last_activity_at lies after snapshot_date (the snapshot would see the future)",
     "outside_week": "the event date is outside the week [start, end) being ingested",
+    "after_file_date": "the event date is after the date in the file name (an export cannot report what has not "
+                       "happened yet)",
+    "before_first_week": "the event date is before the first week of the partitions (RISKML_FIRST_WEEK)",
+    "unreadable_file": "the whole file cannot be read (corrupt, not UTF-8, malformed CSV, ...); one record with "
+                       "row_number -1 names the file, the other files of the week are ingested",
     "duplicate_exact": "an exact copy of an earlier row with the same key (the first copy is kept)",
     "duplicate_conflict": "several rows share the key with different values (all of them are quarantined)",
 }
@@ -85,6 +99,8 @@ REASON_CODES: dict[str, str] = {
 ROW_CHECK_COLUMNS: dict[str, Callable[[str], tuple[str, ...]]] = {
     "future_date": lambda kind: (EVENT_DATE[kind],),
     "outside_week": lambda kind: (EVENT_DATE[kind],),
+    "after_file_date": lambda kind: (EVENT_DATE[kind],),
+    "before_first_week": lambda kind: (EVENT_DATE[kind],),
     "activity_after_snapshot": lambda kind: ("last_activity_at", "snapshot_date"),
 }
 

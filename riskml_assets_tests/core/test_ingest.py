@@ -618,3 +618,188 @@ def test_100k_snapshot_rows_validate_quickly():
     assert res.stats["reasons"] == {"out_of_range": 100}
     assert len(res.valid) == 99_900
     assert elapsed < 5.0, f"validation of 100k rows took {elapsed:.1f}s"
+
+
+# --------------------------------------------------------------------------- item 1: the accepted range of weeks
+
+
+def test_first_week_is_a_validated_monday(monkeypatch):
+    monkeypatch.delenv(contract.FIRST_WEEK_ENV, raising=False)
+    assert contract.first_week() == contract.DEFAULT_FIRST_WEEK == "2010-01-04"
+    monkeypatch.setenv(contract.FIRST_WEEK_ENV, "2015-01-05")
+    assert contract.first_week() == "2015-01-05"
+    assert contract.first_week("2016-02-01") == "2016-02-01"  # an explicit value wins
+    for bad, words in [("2015-01-06", ("Tuesday", "not a Monday", "2015-01-05")), ("soon", ("not a date",)),
+                       ("1969-12-29", ("before 1970",))]:
+        monkeypatch.setenv(contract.FIRST_WEEK_ENV, bad)
+        with pytest.raises(ContractError) as err:
+            contract.first_week()
+        assert contract.FIRST_WEEK_ENV in str(err.value) and all(w in str(err.value) for w in words)
+        assert "\n" not in str(err.value)
+
+
+def test_week_in_range_accepts_history_and_the_current_week_and_refuses_the_future():
+    today = dt.date(2026, 12, 3)  # a Thursday
+    first = "2010-01-04"
+    ok = contract.week_in_range
+    assert ok(dt.date(2015, 3, 4), today=today, first=first) == contract.WeekVerdict(True, "ok", "2015-03-02")
+    assert ok("2010-01-04", today=today, first=first).ok                       # the first week itself
+    assert ok(today, today=today, first=first).ok                              # today: the current, incomplete week
+    assert ok(dt.date(2026, 12, 4), today=today, first=first).ok               # one day ahead: time zones
+    assert ok(dt.datetime(2026, 11, 30, 23, 59), today=today, first=first).week == "2026-11-30"
+    v = ok(dt.date(2009, 12, 31), today=today, first=first)
+    assert (v.ok, v.code, v.week) == (False, "before_first_week", "2009-12-28")
+    assert "2009-12-31" in v.reason and "2010-01-04" in v.reason and contract.FIRST_WEEK_ENV in v.reason
+    for d in (dt.date(2026, 12, 5), dt.date(2099, 1, 2)):
+        v = ok(d, today=today, first=first)
+        assert (v.ok, v.code) == (False, "future") and d.isoformat() in v.reason and "2026-12-03" in v.reason
+    # Sunday: tomorrow is within the tolerance but in a week that has no partition yet
+    v = ok(dt.date(2026, 12, 7), today=dt.date(2026, 12, 6), first=first)
+    assert (v.ok, v.code) == (False, "future")
+    assert not ok("2024-13-01", today=today, first=first).ok
+    assert not bool(ok(dt.date(2023, 5, 1), today=today, first="2024-01-01"))
+
+
+def test_partitions_start_follows_the_environment_at_import(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from riskml_assets import partitions as p; "
+            "print(p.PARTITIONS_START, p.week_partitions.get_first_partition_key())")
+    env = {**os.environ, contract.FIRST_WEEK_ENV: "2015-01-05"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2015-01-05", "2015-01-05"], out.stderr[-500:]
+    env[contract.FIRST_WEEK_ENV] = "2015-01-07"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "RISKML_FIRST_WEEK='2015-01-07' is a Wednesday, not a Monday" in out.stderr
+
+
+# --------------------------------------------------------------------------- item 2: outcomes by their own closed_at
+
+
+def export_habit_outcomes(tmp_path: Path, mondays: list[str]) -> tuple[list[Path], pd.DataFrame]:
+    """Monday exports of the closes of the last 7 days (Monday before .. Sunday) plus the closes of the
+    Monday itself, so consecutive exports overlap by one day: a Monday's closes are sent twice."""
+    by_day: dict[pd.Timestamp, list[dict]] = {}
+    rows, files = [], []
+    for m in mondays:
+        mon = pd.Timestamp(m)
+        part = []
+        for d in pd.date_range(mon - pd.Timedelta(days=7), mon):  # 8 days: previous Monday .. this Monday
+            if d not in by_day:
+                k0 = sum(len(v) for v in by_day.values())
+                by_day[d] = [{"opportunity_id": f"o{k}", "outcome": "won" if k % 3 else "lost", "closed_at": d,
+                              "actual_revenue": float(k)} for k in range(k0, k0 + 3)]
+            part.extend(by_day[d])
+        df = pd.DataFrame(part)
+        p = tmp_path / f"outcomes-{m}.parquet"
+        df.to_parquet(p)
+        files.append(p)
+        rows.append(df.assign(file=p.name))
+    return files, pd.concat(rows, ignore_index=True)
+
+
+def ingest_weeks(kind: str, files: list[Path], weeks: list[str], now=dt.datetime(2024, 3, 1)) -> dict:
+    out = {}
+    for w in weeks:
+        res = ingest.ingest_week(kind, ingest.files_for_week(kind, files, w), tenant=TENANT, now=now, week=w,
+                                 first_week="2010-01-04")
+        assert len(res.valid) + res.stats["rows_quarantined"] == res.stats["rows_read"]
+        schemas.SCHEMAS[kind].validate(res.valid)
+        out[w] = res
+    return out
+
+
+def test_outcomes_filed_by_export_date_land_in_the_week_they_closed(tmp_path: Path):
+    mondays = ["2024-01-15", "2024-01-22", "2024-01-29"]
+    files, rows = export_habit_outcomes(tmp_path, mondays)
+    weeks = ["2024-01-08", "2024-01-15", "2024-01-22", "2024-01-29"]
+    res = ingest_weeks("outcomes", files, weeks)
+    valid = pd.concat([r.valid.assign(week=w) for w, r in res.items()], ignore_index=True)
+    q = pd.concat([r.quarantine for r in res.values()], ignore_index=True)
+    # counts in = counts out: every row of every file is valid or quarantined in exactly one week
+    assert len(rows) == 3 * 24
+    assert sum(r.stats["rows_read"] for r in res.values()) == len(rows)
+    assert len(valid) + len(q) == len(rows)
+    assert not valid["opportunity_id"].duplicated().any()          # no outcome in two partitions
+    assert (valid["closed_at"].map(contract.week_key) == valid["week"]).all()
+    assert sorted(valid["opportunity_id"]) == sorted(rows["opportunity_id"].unique())  # nothing lost
+    # the Mondays sent twice are exact duplicates in the week they closed, and nothing else is quarantined
+    assert q["reason_code"].tolist() == ["duplicate_exact"] * 6
+    assert sorted(q["source_file"]) == ["outcomes-2024-01-22.parquet"] * 3 + ["outcomes-2024-01-29.parquet"] * 3
+    assert {w: len(r.valid) for w, r in res.items()} == {"2024-01-08": 21, "2024-01-15": 21, "2024-01-22": 21,
+                                                          "2024-01-29": 3}
+    # before the fix the files were ingested in the week of their date, 7 of 8 days as outside_week
+    assert res["2024-01-15"].stats["rows_other_weeks"] == {"2024-01-08": 21, "2024-01-22": 24, "2024-01-29": 3}
+    assert res["2024-01-08"].stats["rows_quarantined"] == 0
+
+
+def test_an_outcome_in_two_exports_is_one_duplicate_in_its_own_week_only(tmp_path: Path):
+    a = pd.DataFrame({"opportunity_id": ["x", "y", "z"], "outcome": ["won", "lost", "won"],
+                      "closed_at": pd.to_datetime(["2024-01-10", "2024-01-15", "2024-01-15"]),
+                      "actual_revenue": [1.0, 0.0, 5.0]})
+    b = pd.DataFrame({"opportunity_id": ["y", "z", "w"], "outcome": ["lost", "lost", "won"],
+                      "closed_at": pd.to_datetime(["2024-01-15", "2024-01-15", "2024-01-16"]),
+                      "actual_revenue": [0.0, 0.0, 2.0]})
+    pa_, pb = tmp_path / "outcomes-2024-01-15.parquet", tmp_path / "outcomes-2024-01-22.parquet"
+    a.to_parquet(pa_)
+    b.to_parquet(pb)
+    res = ingest_weeks("outcomes", [pa_, pb], ["2024-01-08", "2024-01-15", "2024-01-22"])
+    assert ids(res["2024-01-08"]) == ["x"]
+    wk = res["2024-01-15"]
+    assert ids(wk) == ["w", "y"]  # y: exact copy kept once; z: won in one export, lost in the other
+    assert sorted(zip(wk.quarantine["source_file"], wk.quarantine["reason_code"])) == [
+        ("outcomes-2024-01-15.parquet", "duplicate_conflict"), ("outcomes-2024-01-22.parquet", "duplicate_conflict"),
+        ("outcomes-2024-01-22.parquet", "duplicate_exact")]
+    assert len(res["2024-01-22"].valid) == 0 and len(res["2024-01-22"].quarantine) == 0
+
+
+def test_outcome_rules_against_the_file_date(tmp_path: Path):
+    df = pd.DataFrame({"opportunity_id": ["late", "ok", "after", "old", "nodate", "bad"],
+                       "outcome": ["won", "won", "won", "lost", "won", "maybe"],
+                       "closed_at": pd.to_datetime(["2023-10-02", "2024-01-22", "2024-01-23", "2009-06-01", None,
+                                                    "2024-01-16"]),
+                       "actual_revenue": 1.0})
+    p = tmp_path / "outcomes-2024-01-22.parquet"
+    df.to_parquet(p)
+    first = "2010-01-04"
+    home = ingest.ingest_week("outcomes", [p], tenant=TENANT, now=NOW.replace(month=2), week="2024-01-22",
+                              first_week=first)
+    # reported more than LATE_WEEKS weeks after it closed: it belongs to the week it became known
+    assert ids(home) == ["late", "ok"]
+    assert reasons_by_row(home) == {2: "after_file_date", 3: "before_first_week", 4: "missing_value"}
+    assert "2024-01-23" in home.quarantine["reason"].iloc[0] and "2024-01-22" in home.quarantine["reason"].iloc[0]
+    assert home.stats["rows_other_weeks"] == {"2024-01-15": 1}
+    prev = ingest.ingest_week("outcomes", [p], tenant=TENANT, now=NOW.replace(month=2), week="2024-01-15",
+                              first_week=first)
+    assert reasons_by_row(prev) == {5: "not_allowed"} and len(prev.valid) == 0  # judged in the week it closed
+    assert ingest.reads_weeks("outcomes", dt.date(2024, 1, 24))[-2:] == ("2024-01-15", "2024-01-22")
+    assert len(ingest.reads_weeks("outcomes", dt.date(2024, 1, 24))) == schemas.LATE_WEEKS + 1
+    assert ingest.reads_weeks("snapshots", dt.date(2024, 1, 24)) == ("2024-01-22",)
+    names = [f"outcomes-{d}.csv" for d in ("2024-01-14", "2024-01-15", "2024-03-17", "2024-03-18")]
+    assert [f.name for f in ingest.files_for_week("outcomes", [Path(n) for n in names], "2024-01-15")] == names[1:3]
+    assert ingest.files_for_week("snapshots", [Path("snapshots-2024-01-21.csv"), Path("snapshots-2024-01-22.csv")],
+                                 "2024-01-15") == [Path("snapshots-2024-01-21.csv")]
+
+
+# --------------------------------------------------------------------------- item 17: one unreadable file
+
+
+def test_one_unreadable_file_does_not_drop_the_week(tmp_path: Path):
+    good = tmp_path / "snapshots-2024-01-08.parquet"
+    make_snapshots(4).to_parquet(good)
+    broken = tmp_path / "snapshots-2024-01-10.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    res = ingest.ingest_week("snapshots", [good, broken], tenant=TENANT, now=NOW, week="2024-01-08")
+    assert len(res.valid) == 4 and res.stats["rows_read"] == 4 and res.stats["rows_quarantined"] == 0
+    assert [u["source_file"] for u in res.stats["unreadable_files"]] == [broken.name]
+    assert res.quarantine[["source_file", "row_number", "reason_code"]].values.tolist() == [
+        [broken.name, -1, "unreadable_file"]]
+    assert "not a readable parquet file" in res.quarantine["reason"].iloc[0]
+    assert list(res.quarantine.columns) == QUARANTINE_COLUMNS
+    with pytest.raises(ContractError) as err:
+        ingest.ingest_week("snapshots", [broken], tenant=TENANT, now=NOW, week="2024-01-08")
+    assert broken.name in str(err.value)
+    # no file at all is not an error: an empty week
+    assert len(ingest.ingest_week("snapshots", [], tenant=TENANT, now=NOW, week="2024-01-08").valid) == 0
