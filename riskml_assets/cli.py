@@ -16,6 +16,49 @@ import time
 from pathlib import Path
 
 ROOT = Path.cwd()
+
+
+class CliError(Exception):
+    """A user error the CLI reports as one line (``riskml <command>: error: ...``), exit 2, no traceback."""
+
+
+def tenant_arg(value: str) -> str:
+    """argparse type: a tenant id in the contract (never becomes a path otherwise)."""
+    from .core.contract import ContractError, validate_tenant
+
+    try:
+        return validate_tenant(value)
+    except ContractError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def week_arg(value: str) -> str:
+    """argparse type: a week key, the Monday that starts the week, as YYYY-MM-DD."""
+    try:
+        d = dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD (a week is named by its Monday)") from None
+    if d.weekday() != 0:
+        monday = d - dt.timedelta(days=d.weekday())
+        raise argparse.ArgumentTypeError(f"{value} is a {d:%A}, not a Monday: weeks are named by their Monday "
+                                         f"(that week is {monday.isoformat()})")
+    return d.isoformat()
+
+
+def reason_arg(value: str) -> str:
+    """argparse type: a non-blank free-text reason."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the reason must not be blank: say why (it is recorded with the rollback)")
+    return value.strip()
+
+
+def known_tenants(incoming: Path, asked, where: str = "") -> None:
+    """CliError when a tenant asked for has no files under the incoming folder."""
+    have, _ = tenant_weeks(incoming)
+    unknown = [t for t in (asked or []) if t not in have]
+    if unknown:
+        raise CliError(f"unknown tenant{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: no files "
+                       f"under {incoming}{where} (known: {', '.join(have) or 'none'})")
 def train_assets() -> list[str]:
     """The assets the main job materializes per tenant-week: the train and score jobs' selection."""
     from .definitions import defs
@@ -66,14 +109,23 @@ def cmd_generate(args) -> int:
     return simulator.main(argv) or 0
 
 
-def tenant_weeks(incoming: Path) -> tuple[dict[str, list[str]], list[tuple[Path, str]]]:
-    """{tenant: sorted weeks that have files} from the incoming folder, plus refused entries with reasons."""
-    from .core.contract import scan_incoming
+def tenant_weeks(incoming: Path, kinds: tuple[str, ...] | None = None
+                 ) -> tuple[dict[str, list[str]], list[tuple[Path, str]]]:
+    """{tenant: sorted weeks that have files} from the incoming folder, plus refused entries with reasons.
+
+    ``kinds`` keeps only weeks with a file of one of those kinds (e.g. ``("snapshots",)``)."""
+    from .core.contract import scan_incoming, week_in_range
+    from .partitions import PARTITIONS_START
 
     good, bad = scan_incoming(incoming)
     weeks: dict[str, set[str]] = {}
     for f in good:
-        weeks.setdefault(f.tenant, set()).add(f.week)
+        verdict = week_in_range(f.date, first=PARTITIONS_START)
+        if not verdict.ok:  # no partition for that week: refused with a reason, never a traceback
+            bad.append((f.path, verdict.reason))
+            continue
+        if kinds is None or f.kind in kinds:
+            weeks.setdefault(f.tenant, set()).add(f.week)
     return {t: sorted(w) for t, w in sorted(weeks.items())}, bad
 
 
@@ -102,6 +154,14 @@ def latest_complete_week(weeks: list[str], today: dt.date | None = None) -> str 
     cutoff = lcw(today or dt.date.today())
     done = [w for w in weeks if w <= cutoff]
     return done[-1] if done else None
+
+
+def target_weeks(incoming: Path, tenants=None, today: dt.date | None = None) -> dict[str, str | None]:
+    """{tenant: the week to train/show}: the last complete week that has a snapshots file (a week with only an
+    outcomes or activities file has nothing to train on or score), None when there is none."""
+    snaps, _ = tenant_weeks(incoming, kinds=("snapshots",))
+    every, _ = tenant_weeks(incoming)
+    return {t: latest_complete_week(snaps.get(t, []), today) for t in every if not tenants or t in tenants}
 
 
 def run_partitions(instance, job_name: str, pairs: list[tuple[str, str]], verb: str = "ran") -> int:
@@ -145,17 +205,33 @@ def cmd_backfill(args) -> int:
     todo = [(args.tenant, w) for w in weeks[args.tenant]
             if (not args.start or w >= args.start) and (not args.end or w <= args.end)]
     print(f"backfilling {args.job} for {len(todo)} week(s) of {args.tenant}")
-    return 1 if run_partitions(instance, args.job, todo) else 0
+    from .recovery import SlotWatchdog
+
+    recover(instance)
+    with SlotWatchdog(instance):
+        return 1 if run_partitions(instance, args.job, todo) else 0
 
 
 def cmd_rollback(args) -> int:
     """One line: move a tenant's champion back to the previous champion, with a reason (idempotent)."""
     from .assets.registry import RegistryResource
     from .core.contract import validate_tenant
+    from .registry import ModelRegistry
 
+    try:
+        name = ModelRegistry.model_name(validate_tenant(args.tenant), args.family)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir()}/mlflow.db")
-    res = RegistryResource(tracking_uri=uri).get().rollback(validate_tenant(args.tenant), args.family, args.reason,
-                                                            further=args.further)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise CliError(f"unknown tenant {args.tenant!r}: there is no model registry at {uri} yet (nothing was "
+                       "ever registered; `riskml run` trains and registers)")
+    reg = RegistryResource(tracking_uri=uri).get()
+    try:
+        reg.client.get_registered_model(name)
+    except Exception:  # mlflow raises RestException/MlflowException for a model that does not exist
+        raise CliError(f"unknown tenant {args.tenant!r}: no registered model {name} in {uri}") from None
+    res = reg.rollback(args.tenant, args.family, args.reason, further=args.further)
     print(json.dumps(res, indent=2, default=str))
     return 0
 
@@ -174,11 +250,13 @@ def cmd_failures(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    known_tenants(Path(args.incoming), args.tenant)
     instance = _instance()
     weeks, _ = tenant_weeks(Path(args.incoming))
     if args.tenant:
         weeks = {t: w for t, w in weeks.items() if t in args.tenant}
     register_tenants(Path(args.incoming), instance)
+    recover(instance)
     return 1 if ingest_history(instance, weeks, force=args.force) else 0
 
 
@@ -245,38 +323,100 @@ def cmd_run(args) -> int:
         from .core import simulator
 
         simulator.generate(incoming, oracle)
+    known_tenants(incoming, args.tenant)
     instance = _instance()
+    recover(instance)
     weeks, _ = tenant_weeks(incoming)
     if args.tenant:
         weeks = {t: w for t, w in weeks.items() if t in args.tenant}
     register_tenants(incoming, instance)
-    targets = {t: latest_complete_week(ws) for t, ws in weeks.items()}
-    targets = {t: w for t, w in targets.items() if w}
+    all_targets = target_weeks(incoming, list(weeks))
+    targets = {t: w for t, w in all_targets.items() if w}
+    skipped = sorted(t for t, w in all_targets.items() if not w)
     print(f"ingesting history (one run per tenant-week that has files) ...")
-    ingest_history(instance, weeks, until=targets)
-    for tenant, week in targets.items():
-        cmd = materialize_cmd(tenant, week)
-        print(f"$ {' '.join(cmd[0:1] and ['dagster'] + cmd[1:])}")
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-        print(f"  {tenant}|{week}: {status} in {time.perf_counter() - t0:.0f}s")
-        if proc.returncode != 0:
-            tail = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln or "Error" in ln or "FAILED" in ln]
-            for ln in tail[-5:]:
-                print(f"    {ln[:300]}")
+    from .recovery import SlotWatchdog
+
+    launch_failed = []
+    with SlotWatchdog(instance):  # a run killed elsewhere while holding a pool slot must not stall this one
+        ingest_failed = ingest_history(instance, weeks, until=targets)
+        for tenant, week in targets.items():
+            cmd = materialize_cmd(tenant, week)
+            print(f"$ {' '.join(cmd[0:1] and ['dagster'] + cmd[1:])}")
+            t0 = time.perf_counter()
+            proc = launch(cmd, instance)
+            status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
+            print(f"  {tenant}|{week}: {status} in {time.perf_counter() - t0:.0f}s")
+            if proc.returncode != 0:
+                launch_failed.append(tenant)
+                tail = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln or "Error" in ln or "FAILED" in ln]
+                for ln in tail[-5:]:
+                    print(f"    {ln[:300]}")
     print()
-    print_summary(summary_rows(instance, targets))
+    rows = summary_rows(instance, targets)
+    print_summary(rows)
+    for t in skipped:
+        print(f"{t:<12} skipped: no complete week with a snapshots file yet")
     print(f"\nmain job took {time.perf_counter() - t_start:.0f}s")
     print("\nOpen the UI:      DAGSTER_HOME=$PWD/.dagster .venv/bin/dagster dev   (http://127.0.0.1:3000)")
     print(f"Open MLflow:      .venv/bin/mlflow ui --backend-store-uri sqlite:///{data_dir()}/mlflow.db   (http://127.0.0.1:5000)")
+    return run_exit_code(rows, launch_failed, ingest_failed)
+
+
+def run_exit_code(rows: list[dict], launch_failed: list[str], ingest_failed: int) -> int:
+    """0 only when every tenant trained was evaluated (its gates passed or only warned) and nothing failed."""
+    bad = {r["tenant"]: r["status"] for r in rows if not str(r["status"]).startswith("evaluated")}
+    bad.update({t: bad.get(t, "materialize failed") for t in launch_failed})
+    problems = [f"{t}: {why}" for t, why in sorted(bad.items())]
+    if ingest_failed:
+        problems.append(f"{ingest_failed} ingestion run(s) failed (`riskml failures`)")
+    if not rows:
+        problems.append("no tenant had a complete week to train")
+    if problems:
+        print(f"\nexit 1: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def launch(cmd: list[str], instance) -> subprocess.CompletedProcess:
+    """Run a Dagster CLI command; on Ctrl-C stop it (SIGTERM, then SIGKILL: a step waiting for a pool slot
+    ignores SIGTERM) and recover its run, so that nothing is left holding a slot."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        recover(instance)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def recover(instance) -> list[dict]:
+    """Fail dead runs and free the pool slots they hold (see ``riskml_assets.recovery``)."""
+    from .recovery import recover_dead_runs
+
+    return recover_dead_runs(instance)
+
+
+def cmd_recover(args) -> int:
+    """Mark runs whose process died as failed and free the pool slots they held (e.g. ``mlflow_registry``)."""
+    instance = _instance()
+    done = recover(instance)
+    if args.json:
+        print(json.dumps(done, indent=2, default=str))
+    elif not done:
+        print("nothing to recover: no dead run holds or waits for a pool slot, no in-progress run is dead")
     return 0
 
 
 def cmd_summary(args) -> int:
+    known_tenants(Path(args.incoming), args.tenant)
     instance = _instance()
-    weeks, _ = tenant_weeks(Path(args.incoming))
-    targets = {t: (args.week or latest_complete_week(ws)) for t, ws in weeks.items() if not args.tenant or t in args.tenant}
+    targets = {t: (args.week or w) for t, w in target_weeks(Path(args.incoming), args.tenant).items()}
     rows = summary_rows(instance, {t: w for t, w in targets.items() if w})
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -315,11 +455,11 @@ def check_rows(instance, tenant: str, week: str) -> list[dict]:
 
 
 def cmd_checks(args) -> int:
+    known_tenants(Path(args.incoming), [args.tenant])
     instance = _instance()
-    weeks, _ = tenant_weeks(Path(args.incoming))
-    week = args.week or latest_complete_week(weeks.get(args.tenant, []))
+    week = args.week or target_weeks(Path(args.incoming), [args.tenant]).get(args.tenant)
     if not week:
-        print(f"no week with data for tenant {args.tenant!r} under {args.incoming}", file=sys.stderr)
+        print(f"no complete week with snapshots for tenant {args.tenant!r} under {args.incoming}", file=sys.stderr)
         return 2
     rows = check_rows(instance, args.tenant, week)
     if args.json:
@@ -338,8 +478,8 @@ def cmd_checks(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="riskml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="riskml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     g = sub.add_parser("generate", help="write simulated CRM files in the data contract (deterministic by seed)")
     g.add_argument("--out", default=str(data_dir() / "incoming"), help="incoming root (default: %(default)s)")
     g.add_argument("--oracle", default=str(data_dir() / "oracle"), help="ground-truth side files (tests only)")
@@ -353,48 +493,70 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_register)
     i = sub.add_parser("ingest-history", help="materialize the ingestion assets of every tenant-week that has files")
     i.add_argument("--incoming", default=str(data_dir() / "incoming"))
-    i.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
+    i.add_argument("--tenant", action="append", type=tenant_arg, help="only this tenant (repeatable)")
     i.add_argument("--force", action="store_true", help="re-ingest weeks that are already materialized")
     i.set_defaults(fn=cmd_ingest)
     m = sub.add_parser("run", help="the main job: data if missing, tenants, history, whole graph for the latest "
                                    "complete week of every tenant, summary")
-    m.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
+    m.add_argument("--tenant", action="append", type=tenant_arg, help="only this tenant (repeatable)")
     m.set_defaults(fn=cmd_run)
     b = sub.add_parser("backfill", help="run a job for every week of one tenant's history (in this process)")
-    b.add_argument("--tenant", required=True)
+    b.add_argument("--tenant", required=True, type=tenant_arg)
     b.add_argument("--job", default="riskml_full_job", choices=["ingest_job", "train_job", "riskml_full_job"])
-    b.add_argument("--from", dest="start", help="first week (Monday, YYYY-MM-DD)")
-    b.add_argument("--to", dest="end", help="last week (Monday, YYYY-MM-DD)")
+    b.add_argument("--from", dest="start", type=week_arg, help="first week (Monday, YYYY-MM-DD)")
+    b.add_argument("--to", dest="end", type=week_arg, help="last week (Monday, YYYY-MM-DD)")
     b.add_argument("--incoming", default=str(data_dir() / "incoming"))
     b.set_defaults(fn=cmd_backfill)
     rb = sub.add_parser("rollback", help="move a tenant's champion back to the previous champion (safe to run twice)")
-    rb.add_argument("--tenant", required=True)
-    rb.add_argument("--family", default="risk")
-    rb.add_argument("--reason", required=True)
+    rb.add_argument("--tenant", required=True, type=tenant_arg)
+    rb.add_argument("--family", default="risk", help="model family (default: %(default)s)")
+    rb.add_argument("--reason", required=True, type=reason_arg)
     rb.add_argument("--further", action="store_true", help="go back one more champion after a rollback")
     rb.set_defaults(fn=cmd_rollback)
+    rc = sub.add_parser("recover", help="mark runs whose process died (kill -9) as failed and free the pool slots "
+                                        "they hold, e.g. mlflow_registry (also done at the start of run/backfill)")
+    rc.add_argument("--json", action="store_true")
+    rc.set_defaults(fn=cmd_recover)
     f = sub.add_parser("failures", help="failed runs recorded by the run_failure_recorder sensor (step and gate)")
     f.add_argument("--last", type=int, default=20)
     f.set_defaults(fn=cmd_failures)
     s = sub.add_parser("summary", help="latest metrics and gates of each tenant")
     s.add_argument("--incoming", default=str(data_dir() / "incoming"))
-    s.add_argument("--tenant", action="append")
-    s.add_argument("--week", help="week key (Monday, YYYY-MM-DD); default: latest complete week with data")
+    s.add_argument("--tenant", action="append", type=tenant_arg)
+    s.add_argument("--week", type=week_arg, help="week key (Monday, YYYY-MM-DD); default: latest complete week with data")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_summary)
     c = sub.add_parser("checks", help="the latest result of every gate (asset check) of one tenant-week; exit 1 "
                                       "when a blocking gate failed")
-    c.add_argument("--tenant", required=True)
-    c.add_argument("--week", help="week key (Monday, YYYY-MM-DD); default: latest complete week with data")
+    c.add_argument("--tenant", required=True, type=tenant_arg)
+    c.add_argument("--week", type=week_arg, help="week key (Monday, YYYY-MM-DD); default: latest complete week with data")
     c.add_argument("--incoming", default=str(data_dir() / "incoming"))
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_checks)
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block: `riskml rollback: error: argument --tenant: ...`
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    from .core.contract import ContractError
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")  # Dagster API notices, not errors
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (CliError, ContractError) as exc:
+        print(f"riskml {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"riskml {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #   bash scripts/test.sh -m slow    end-to-end: the real `riskml run` CLI on the committed sample tenant
 #   bash scripts/test.sh -m ui      real browser: dagster-webserver + headless Debian chromium (installed if missing)
 source "$(dirname "$0")/env.sh"
+set -euo pipefail  # strict mode for this script only (env.sh leaves the caller's options alone)
 if [[ " $* " == *" ui "* ]] && ! command -v chromium >/dev/null 2>&1; then
   echo ">> installing Debian's chromium for the browser tests"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -30,10 +30,41 @@ def column_schema(df: pd.DataFrame, descriptions: dict[str, str] | None = None) 
                                    for c, t in df.dtypes.items()])
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula starts (OWASP "CSV injection")
+
+
+def md_cell(value: Any) -> Any:
+    """Text of one markdown table cell, safe to display: a ``|`` cannot end the cell, a newline cannot end the row,
+    ``<``/``>`` cannot open HTML, and a formula-looking string (``=HYPERLINK(...)``, ``+``, ``-``, ``@``) is shown
+    with a leading ``'`` so that copying the table into a spreadsheet does not run it. Numbers stay numbers."""
+    if not isinstance(value, str):
+        return value
+    text = value
+    if text.startswith(FORMULA_PREFIXES) and not _is_number(text):
+        text = "'" + text
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ").split("\n"))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def md_table(df: pd.DataFrame, max_rows: int = 20, floatfmt: str = ".4g") -> str:
+    """A markdown table of the first ``max_rows`` rows; every text cell and header escaped by ``md_cell``."""
     if df is None or len(df) == 0:
         return "_(empty)_"
-    return df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt)
+    head = df.head(max_rows).copy()
+    for col in head.columns:
+        dtype = head[col].dtype
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype)):
+            head[col] = head[col].astype(object).map(md_cell)  # object, string and category columns
+    head.columns = [md_cell(str(c)) for c in head.columns]
+    return head.to_markdown(index=False, floatfmt=floatfmt)
 
 
 def frame_metadata(df: pd.DataFrame, descriptions: dict[str, str] | None = None) -> dict:
