@@ -51,6 +51,26 @@ slipped) expected close date falls in, so ``closed_at`` is always after the last
 lists them. The simulation starts ``WARMUP_WEEKS`` before the first written week so the first file
 already holds deals of all ages; only the last ``weeks`` weeks are written. Nothing is later than
 the Friday ``end`` at 00:00 (the "as of" moment): deals still open then are censored (no outcome).
+
+Real export habits (``export_habits=True``, CLI ``--export-habits``)
+--------------------------------------------------------------------
+Writes a tenant the way real CRM exports look, for the end-to-end checks of ingestion and features:
+
+- history from ``history_from`` (default :data:`EXPORT_HISTORY_FROM`, 2016) to ``end``: years of weekly
+  snapshots (the default tenant :data:`EXPORT_HABITS_TENANT` creates 5 deals a week, about 25k rows);
+- outcomes **filed by export date**: the ``outcomes-<Monday>`` file of each Monday carries the closes of
+  the 7 days before it (so nearly every ``closed_at`` is in the week before the file's week), and a
+  share :data:`LATE_FILING_SHARE` of closes is filed one export later (typed in late); closes whose
+  export would come after ``end`` are not written (censored at export time, ``outcome_written`` False);
+- the tenant's **own stage names** (:data:`EXPORT_STAGES`, none of them a contract stage) in funnel order;
+- two **extra columns** with real signal in the ground truth: numeric ``lead_score`` (0-100, a noisy
+  reading of a hidden lead quality) and categorical ``lead_source``; the true loss logit gains
+  ``-LOGIT_LEAD_QUALITY * quality + LEAD_SOURCE_EFFECT[source]``. The CRM's own ``risk_score`` does not see
+  them (it is computed from the logit without the lead terms), so only a model that uses the extra
+  columns can recover that part of the truth. A few values are missing, like in real exports.
+
+The extra draws come from their own random stream, so the contract columns' random draws are the same
+as without the habits (only the outcomes move, through the changed true probability). Deterministic by seed.
 """
 from __future__ import annotations
 
@@ -73,7 +93,7 @@ __all__ = [
     "TenantSpec", "SimulatedTenant", "DEFAULT_TENANTS", "DEFAULT_END", "DEFAULT_WEEKS", "DEFAULT_SEED",
     "WARMUP_WEEKS", "simulate_tenant", "write_tenant", "generate", "summarize", "parse_tenants", "main",
     "ACTION_CATALOGUE", "action_catalogue", "simulate_interactions", "oracle_revenue_quantiles",
-    "oracle_action_utility", "REVENUE_FACTOR",
+    "oracle_action_utility", "REVENUE_FACTOR", "EXPORT_HABITS_TENANT", "EXPORT_HISTORY_FROM", "EXPORT_STAGES",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -103,6 +123,18 @@ DEFAULT_TENANTS: tuple[TenantSpec, ...] = (
 DEFAULT_END = dt.date(2026, 11, 20)  # a Friday; nothing in the data is later than this
 DEFAULT_WEEKS = 60
 DEFAULT_SEED = 7
+# real export habits (see the module doc)
+EXPORT_HISTORY_FROM = dt.date(2016, 1, 4)
+EXPORT_HABITS_TENANT = TenantSpec("northwind", 5.0, 11)
+EXPORT_STAGES = ("Discovery", "Solutioning", "Business Case", "Negotiation & Review", "Verbal Commit")
+LEAD_SOURCES = ("referral", "partner", "event", "web", "outbound", "paid_search")
+LEAD_SOURCE_P = (0.12, 0.13, 0.15, 0.25, 0.20, 0.15)
+LEAD_SOURCE_EFFECT = {"referral": -0.8, "partner": -0.4, "event": 0.0, "web": 0.1, "outbound": 0.6, "paid_search": 0.4}
+LOGIT_LEAD_QUALITY = 0.8  # per sd of the hidden lead quality
+LEAD_SCORE_NOISE = 8.0  # lead_score = clip(50 + 18 * quality + N(0, 8), 0, 100), rounded
+P_LEAD_MISSING = 0.04  # each extra column is empty on this share of deals
+LATE_FILING_SHARE = 0.05  # closes filed one export later than due
+HABITS_STREAM = 0x4AB1  # the separate random stream of the export-habit draws
 WARMUP_WEEKS = 20  # simulated before the first written week, never written (except as outcomes' history)
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +239,10 @@ class SimulatedTenant:
     interactions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(INTERACTION_COLUMNS)))
     #: oracle of the interactions: the same rows plus category, need and the noiseless utility
     interaction_truth: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: written the way real CRM exports look (module doc); then ``outcome_files`` holds, row for row of
+    #: ``outcomes``, the date of the ``outcomes-<date>`` file that carries it (a Monday)
+    export_habits: bool = False
+    outcome_files: pd.Series | None = None
 
     @property
     def actions(self) -> pd.DataFrame:
@@ -231,17 +267,28 @@ def last_friday(d: dt.date) -> dt.date:
 def simulate_tenant(
     spec: TenantSpec,
     *,
-    weeks: int = DEFAULT_WEEKS,
+    weeks: int | None = None,
     end: dt.date = DEFAULT_END,
     seed: int = DEFAULT_SEED,
     opportunities: int | None = None,
+    export_habits: bool = False,
+    history_from: dt.date | None = None,
 ) -> SimulatedTenant:
     """Simulate one tenant for ``weeks`` written weeks ending with the Friday on or before ``end``.
 
     ``opportunities`` replaces ``spec.new_opps_per_week`` by the rate that creates about that many
     opportunities in total (warm-up included). Same ``spec``/``seed``/arguments give identical frames.
+    ``weeks`` defaults to :data:`DEFAULT_WEEKS`, or with ``export_habits`` (real export habits, module doc) /
+    ``history_from`` to every week from ``history_from`` (default 2016-01-04) to ``end``.
     """
     contract.validate_tenant(spec.name)
+    friday_last = last_friday(end)
+    if weeks is None:
+        if export_habits or history_from is not None:
+            first = history_from or EXPORT_HISTORY_FROM
+            weeks = (friday_last - last_friday(first + dt.timedelta(days=6))).days // 7 + 1
+        else:
+            weeks = DEFAULT_WEEKS
     weeks = int(weeks)
     if weeks < 1:
         raise ValueError(f"weeks must be >= 1, got {weeks}")
@@ -252,7 +299,6 @@ def simulate_tenant(
         rate = float(opportunities) / total_weeks
     else:
         rate = float(spec.new_opps_per_week)
-    friday_last = last_friday(end)
     monday0 = friday_last - dt.timedelta(days=4 + 7 * (total_weeks - 1))
     horizon = (total_weeks - 1) * _WEEK + 4 * _DAY  # the last Friday 00:00, in seconds since monday0
     rng = np.random.default_rng(int(seed) + int(spec.seed_offset))
@@ -286,6 +332,17 @@ def simulate_tenant(
         LOGIT_INTERCEPT + LOGIT_NOT_ENGAGED * (~engaged) + LOGIT_SLIP_PRONE * slip_prone
         + LOGIT_LOG_VALUE * np.log(value0 / MEDIAN_DEAL_VALUE) + ind_eff + reg_eff
     )
+    logit_crm = logit_true  # what the CRM's own heuristic risk score is built on
+    if export_habits:
+        hrng = np.random.default_rng([int(seed) + int(spec.seed_offset), HABITS_STREAM])
+        lead_quality = hrng.normal(0.0, 1.0, n)
+        lead_source = hrng.choice(len(LEAD_SOURCES), size=n, p=LEAD_SOURCE_P)
+        lead_score = np.clip(np.round(50.0 + 18.0 * lead_quality + hrng.normal(0.0, LEAD_SCORE_NOISE, n)), 0, 100)
+        lead_score_missing = hrng.random(n) < P_LEAD_MISSING
+        lead_source_missing = hrng.random(n) < P_LEAD_MISSING
+        late_filing = hrng.random(n) < LATE_FILING_SHARE
+        src_eff = np.array([LEAD_SOURCE_EFFECT[k] for k in LEAD_SOURCES])[lead_source]
+        logit_true = logit_true - LOGIT_LEAD_QUALITY * lead_quality + src_eff
     p_lost = _sigmoid(logit_true)
     lost = rng.random(n) < p_lost
 
@@ -368,7 +425,7 @@ def simulate_tenant(
             s = snap
             prob = stage_prob[stage[s]] + owner_bias[owner[s]] + prob_noise_opp[s] + prob_noise_row
             prob = np.round(np.clip(prob, 0.0, 100.0))
-            risk = _sigmoid(logit_true[s] + risk_noise[s])
+            risk = _sigmoid(logit_crm[s] + risk_noise[s])
             lv = np.log(value[s] / MEDIAN_DEAL_VALUE)
             cat_logits = np.column_stack([
                 -0.6 + 0.4 * lv,  # commercial
@@ -464,10 +521,27 @@ def simulate_tenant(
     fridays = [monday0 + dt.timedelta(days=7 * i + 4) for i in range(WARMUP_WEEKS, total_weeks)]
     irng = np.random.default_rng([int(seed) + int(spec.seed_offset), INTERACTION_STREAM])
     interactions, interaction_truth = simulate_interactions(snapshots, truth, end=friday_last, rng=irng)
+    outcome_files = None
+    if export_habits:
+        opp_idx = pd.Series(np.arange(n), index=ids)
+        so = opp_idx.loc[snapshots["opportunity_id"]].to_numpy()
+        snapshots["stage"] = pd.Series(snapshots["stage"]).map(dict(zip(contract.OPEN_STAGES, EXPORT_STAGES))).to_numpy(object)
+        snapshots["lead_score"] = np.where(lead_score_missing[so], np.nan, lead_score[so])
+        snapshots["lead_source"] = np.where(lead_source_missing[so], None, np.asarray(LEAD_SOURCES, dtype=object)[lead_source[so]])
+        # filed by export date: the Monday after the close's week (one export later for a late share)
+        oi = opp_idx.loc[outcomes["opportunity_id"]].to_numpy()
+        closed_day = outcomes["closed_at"].dt.normalize()
+        export = closed_day - pd.to_timedelta(closed_day.dt.weekday, unit="D") + pd.Timedelta(days=7)
+        export = export + pd.to_timedelta(np.where(late_filing[oi], 7, 0), unit="D")
+        on_time = (export <= pd.Timestamp(friday_last)).to_numpy()  # later exports do not exist yet
+        outcomes = outcomes.loc[on_time].reset_index(drop=True)
+        outcome_files = pd.Series(export[on_time].dt.date.to_numpy(), name="filed_on")
+        truth["outcome_written"] = truth["opportunity_id"].isin(outcomes["opportunity_id"]).to_numpy()
+        truth["lead_quality"] = lead_quality
     return SimulatedTenant(
         name=spec.name, snapshots=snapshots, outcomes=outcomes, activities=activities, truth=truth,
         fridays=fridays, end=friday_last, seed=int(seed), interactions=interactions,
-        interaction_truth=interaction_truth,
+        interaction_truth=interaction_truth, export_habits=bool(export_habits), outcome_files=outcome_files,
     )
 
 
@@ -609,6 +683,10 @@ def write_tenant(sim: SimulatedTenant, incoming_root: Path, oracle_root: Path, f
         "activities": (sim.activities, _friday_of(sim.activities["occurred_at"])),
         "interactions": (sim.interactions, _friday_of(pd.to_datetime(sim.interactions["shown_at"]))),
     }
+    filed = None
+    if sim.export_habits and sim.outcome_files is not None:  # outcomes-<Monday>: filed by export date
+        filed = pd.to_datetime(pd.Series(sim.outcome_files).reset_index(drop=True))
+        by_kind["outcomes"] = (sim.outcomes.iloc[0:0], by_kind["outcomes"][1].iloc[0:0])
     written: list[Path] = []
     for friday in sim.fridays:
         key = pd.Timestamp(friday)
@@ -619,6 +697,13 @@ def write_tenant(sim: SimulatedTenant, incoming_root: Path, oracle_root: Path, f
                 continue
             path = out_dir / f"{kind}-{friday.isoformat()}.{fmt}"
             contract.parse_incoming_name(path.name)  # never write a name outside the contract
+            _write_frame(part, path, fmt)
+            written.append(path)
+    if filed is not None:
+        for monday in sorted(filed.unique()):
+            part = sim.outcomes.loc[(filed == monday).to_numpy()].reset_index(drop=True)
+            path = out_dir / f"outcomes-{pd.Timestamp(monday).date().isoformat()}.{fmt}"
+            contract.parse_incoming_name(path.name)
             _write_frame(part, path, fmt)
             written.append(path)
     oracle_dir = Path(oracle_root) / tenant
@@ -654,19 +739,24 @@ def generate(
     incoming_root: Path | str = Path("data/incoming"),
     oracle_root: Path | str = Path("data/oracle"),
     tenants: Sequence[TenantSpec] = DEFAULT_TENANTS,
-    weeks: int = DEFAULT_WEEKS,
+    weeks: int | None = None,
     end: dt.date = DEFAULT_END,
     seed: int = DEFAULT_SEED,
     opportunities: int | None = None,
     fmt: str = "parquet",
+    export_habits: bool = False,
+    history_from: dt.date | None = None,
 ) -> dict[str, dict]:
-    """Simulate and write every tenant; return ``{tenant: summary}`` (summary includes ``files``)."""
+    """Simulate and write every tenant; return ``{tenant: summary}`` (summary includes ``files``).
+    ``export_habits``/``history_from``: see :func:`simulate_tenant` (``weeks=None`` then means "from
+    ``history_from``", default 2016)."""
     names = [t.name for t in tenants]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate tenant names in {names}")
     out: dict[str, dict] = {}
     for spec in tenants:
-        sim = simulate_tenant(spec, weeks=weeks, end=end, seed=seed, opportunities=opportunities)
+        sim = simulate_tenant(spec, weeks=weeks, end=end, seed=seed, opportunities=opportunities,
+                              export_habits=export_habits, history_from=history_from)
         files = write_tenant(sim, Path(incoming_root), Path(oracle_root), fmt=fmt)
         out[spec.name] = {**summarize(sim), "files": files}
     return out
@@ -681,7 +771,7 @@ def parse_tenants(text: str) -> tuple[TenantSpec, ...]:
 
     Known names keep their default seed offset; other names get a stable offset from their crc32.
     """
-    known = {t.name: t for t in DEFAULT_TENANTS}
+    known = {t.name: t for t in (*DEFAULT_TENANTS, EXPORT_HABITS_TENANT)}
     specs: list[TenantSpec] = []
     for item in (p.strip() for p in text.split(",")):
         if not item:
@@ -713,10 +803,20 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/incoming", help="incoming root; files go to OUT/<tenant>/ (default: %(default)s)")
     p.add_argument("--oracle", default="data/oracle", help="oracle root for truth.parquet (default: %(default)s)")
     p.add_argument(
-        "--tenants", default=",".join(f"{t.name}:{t.new_opps_per_week:g}" for t in DEFAULT_TENANTS),
-        help="comma list of known tenant names or NAME:RATE pairs (new opportunities a week) (default: %(default)s)",
+        "--tenants", default=None,
+        help="comma list of known tenant names or NAME:RATE pairs (new opportunities a week) (default: "
+        + ",".join(f"{t.name}:{t.new_opps_per_week:g}" for t in DEFAULT_TENANTS)
+        + f"; with --export-habits: {EXPORT_HABITS_TENANT.name}:{EXPORT_HABITS_TENANT.new_opps_per_week:g})",
     )
-    p.add_argument("--weeks", type=int, default=DEFAULT_WEEKS, help="weeks written (default: %(default)s)")
+    p.add_argument("--weeks", type=int, default=None,
+                   help=f"weeks written (default: {DEFAULT_WEEKS}; with --export-habits or --history-from: every "
+                        "week from the history start to --end)")
+    p.add_argument("--export-habits", action="store_true",
+                   help="write the files the way real CRM exports look: history from 2016, outcomes filed by "
+                        "export date (outcomes-<Monday> with the previous 7 days' closes), the tenant's own stage "
+                        "names and two extra columns (lead_score, lead_source) with real signal")
+    p.add_argument("--history-from", type=dt.date.fromisoformat, default=None,
+                   help=f"first week of history (default with --export-habits: {EXPORT_HISTORY_FROM})")
     p.add_argument("--opportunities", type=int, default=None, help="about this many opportunities per tenant (overrides rates)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
     p.add_argument("--end", type=dt.date.fromisoformat, default=DEFAULT_END,
@@ -729,16 +829,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        tenants = parse_tenants(args.tenants)
-        if args.weeks < 1:
+        if args.tenants is None:
+            tenants = (EXPORT_HABITS_TENANT,) if args.export_habits else DEFAULT_TENANTS
+        else:
+            tenants = parse_tenants(args.tenants)
+        if args.weeks is not None and args.weeks < 1:
             raise ValueError("--weeks must be >= 1")
+        if args.history_from is not None and args.history_from >= args.end:
+            raise ValueError(f"--history-from {args.history_from} is not before --end {args.end}")
         if args.opportunities is not None and args.opportunities <= 0:
             raise ValueError("--opportunities must be > 0")
     except (ValueError, contract.ContractError) as exc:
         parser.error(str(exc))
     summary = generate(
         args.out, args.oracle, tenants=tenants, weeks=args.weeks, end=args.end, seed=args.seed,
-        opportunities=args.opportunities, fmt=args.fmt,
+        opportunities=args.opportunities, fmt=args.fmt, export_habits=args.export_habits,
+        history_from=args.history_from,
     )
     header = f"{'tenant':<16}{'opps':>8}{'snapshot_rows':>15}{'labelled_rows':>15}{'lost_rate':>11}{'weeks':>7}{'files':>7}"
     print(header)

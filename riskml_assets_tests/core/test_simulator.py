@@ -420,3 +420,90 @@ def test_module_help_runs_without_dagster():
                           "print('dagster' in sys.modules)"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Real export habits (issue 9: history from 2016, outcomes filed by export date, own stages, extra columns)
+
+
+@pytest.fixture(scope="module")
+def habits():
+    return simulate_tenant(sim_mod.EXPORT_HABITS_TENANT, export_habits=True)
+
+
+def test_export_habits_history_stages_and_extra_columns(habits):
+    s = habits.snapshots
+    assert s["snapshot_date"].min() == pd.Timestamp("2016-01-08")  # the first Friday of 2016's first week
+    assert s["snapshot_date"].max() == END_TS and len(habits.fridays) == 568
+    assert 15_000 < len(s) < 40_000  # years of history, but a modest row count
+    assert set(s["stage"]) == set(sim_mod.EXPORT_STAGES)
+    assert not {x.lower() for x in s["stage"]} & set(contract.OPEN_STAGES)  # none is a contract stage
+    assert {"lead_score", "lead_source"} <= set(s.columns)
+    assert s["lead_score"].dropna().between(0, 100).all()
+    assert 0.01 < s["lead_score"].isna().mean() < 0.1 and 0.01 < s["lead_source"].isna().mean() < 0.1
+    assert set(s["lead_source"].dropna()) == set(sim_mod.LEAD_SOURCES)
+    # the lead columns are fixed per opportunity (read at creation), like a real lead record
+    assert (s.groupby("opportunity_id")["lead_source"].nunique(dropna=True) <= 1).all()
+    # ... and carry real signal in the ground truth: the lost rate moves with them
+    o = habits.outcomes.merge(s.drop_duplicates("opportunity_id")[["opportunity_id", "lead_score", "lead_source"]])
+    lost = o["outcome"].eq("lost")
+    by_source = lost.groupby(o["lead_source"]).mean()
+    assert by_source["outbound"] - by_source["referral"] > 0.15
+    assert _auc(-o["lead_score"].fillna(50), lost) > 0.6
+    # the CRM's own risk score does not see the lead terms: it ranks worse than the true probability
+    truth = habits.truth.set_index("opportunity_id")
+    first = s.drop_duplicates("opportunity_id").set_index("opportunity_id").loc[o["opportunity_id"]]
+    assert _auc(first["risk_score"], lost) < _auc(truth.loc[o["opportunity_id"], "p_lost_true"], lost) - 0.03
+
+
+def test_export_habits_outcomes_filed_by_export_date(tmp_path):
+    # two years are enough to check the filing (writing all ten years' files takes ~15 s)
+    habits = simulate_tenant(sim_mod.EXPORT_HABITS_TENANT, export_habits=True, history_from=dt.date(2024, 11, 4))
+    files = write_tenant(habits, tmp_path / "in", tmp_path / "or")
+    outs = sorted(p for p in files if p.name.startswith("outcomes-"))
+    dates = [contract.parse_incoming_name(p.name)[1] for p in outs]
+    assert all(d.weekday() == 0 for d in dates)  # every outcomes file is a Monday export
+    assert not any(p.name.startswith("snapshots-") and contract.parse_incoming_name(p.name)[1].weekday() != 4
+                   for p in files if p.name.startswith("snapshots-"))
+    read = pd.concat([pd.read_parquet(p).assign(_file=d) for p, d in zip(outs, dates)], ignore_index=True)
+    assert len(read) == len(habits.outcomes) and read["opportunity_id"].is_unique  # nothing lost or doubled
+    file_day = pd.to_datetime(read["_file"])
+    age = (file_day - read["closed_at"]).dt.days
+    assert (read["closed_at"] < file_day).all()  # filed after the close
+    prev_week = (age >= 0) & (age < 7)
+    assert len(read) > 400 and 0.90 < prev_week.mean() < 0.99  # most closes fall in the 7 days before the export
+    assert ((age >= 7) & (age < 14)).sum() == (~prev_week).sum()  # the rest were filed one export late
+    # no outcomes file falls in the same week as its closes: the old per-week contract would quarantine them
+    assert all(contract.week_key(d) != contract.week_key(c.date()) for d, c in zip(read["_file"], read["closed_at"]))
+    # nothing filed after the as-of Friday; those closes are censored in the truth
+    assert max(dates) <= DEFAULT_END
+    assert habits.truth["outcome_written"].sum() == len(habits.outcomes)
+
+
+def test_export_habits_are_deterministic_and_leave_the_default_mode_alone(habits):
+    again = simulate_tenant(sim_mod.EXPORT_HABITS_TENANT, export_habits=True)
+    pd.testing.assert_frame_equal(again.snapshots, habits.snapshots)
+    pd.testing.assert_frame_equal(again.outcomes, habits.outcomes)
+    other = simulate_tenant(sim_mod.EXPORT_HABITS_TENANT, export_habits=True, seed=8)
+    assert not other.snapshots["lead_score"].equals(habits.snapshots["lead_score"])
+    plain = simulate_tenant(SPECS["initech"], weeks=10)
+    assert set(plain.snapshots["stage"]) <= set(contract.OPEN_STAGES)
+    assert not {"lead_score", "lead_source"} & set(plain.snapshots.columns) and not plain.export_habits
+    # a custom history start
+    short = simulate_tenant(TenantSpec("shortco", 4.0, 3), export_habits=True, history_from=dt.date(2025, 1, 6))
+    assert short.snapshots["snapshot_date"].min() == pd.Timestamp("2025-01-10")
+
+
+def test_export_habits_cli_flag(tmp_path, capsys):
+    rc = main(["--out", str(tmp_path / "in"), "--oracle", str(tmp_path / "or"), "--export-habits",
+               "--history-from", "2025-06-02", "--tenants", "northwind"])
+    assert rc == 0
+    files = sorted((tmp_path / "in" / "northwind").iterdir())
+    outs = [p for p in files if p.name.startswith("outcomes-")]
+    assert outs and all(contract.parse_incoming_name(p.name)[1].weekday() == 0 for p in outs)
+    first = min(contract.parse_incoming_name(p.name)[1] for p in files if p.name.startswith("snapshots-"))
+    assert first == dt.date(2025, 6, 6)
+    snap = pd.read_parquet(files[-1] if files[-1].name.startswith("snapshots-") else
+                           [p for p in files if p.name.startswith("snapshots-")][-1])
+    assert {"lead_score", "lead_source"} <= set(snap.columns)
+    assert "northwind" in capsys.readouterr().out
