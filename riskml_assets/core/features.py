@@ -269,7 +269,8 @@ CLOSED_STAGE_WORDS = ("closed", "won", "lost")
 EXTRA_MODES = ("auto", "listed", "off")
 CONTRACT_SNAPSHOT_COLUMNS = frozenset((*SNAPSHOT_REQUIRED, *SNAPSHOT_OPTIONAL))
 NOT_FEATURE_COLUMNS = frozenset(("source_file", "tenant", "week"))  # added by ingestion / the platform
-_ID_NAME = re.compile(r"(^|_)(id|key|uuid|guid)$|id$", re.IGNORECASE)
+_ID_NAME = re.compile(r"(^|[_\s.-])(id|key|uuid|guid)$|^(uuid|guid)", re.IGNORECASE)
+_ID_CAMEL = re.compile(r"[a-z0-9](Id|ID|Key|Uuid|UUID|Guid|GUID)$")  # AccountId, dealKey (case matters here)
 _OUTCOME_NAME = re.compile(r"(^|_)(outcome|won|lost|win|loss|closed|close_reason|result|label|churn(ed)?)(_|$)",
                            re.IGNORECASE)
 NUMERIC_PARSE_SHARE = 0.98
@@ -471,7 +472,7 @@ def select_extra_columns(snapshots, cfg: ExtraFeatureConfig | None = None) -> tu
             if share < cfg.min_non_null_share:
                 skipped[c] = f"only {share:.0%} of the rows have a value (< {cfg.min_non_null_share:.0%})"
                 continue
-            if _ID_NAME.search(c):
+            if _ID_NAME.search(c) or _ID_CAMEL.search(c):
                 skipped[c] = "id-like name (ends with id/key/uuid/guid)"
                 continue
             if _OUTCOME_NAME.search(c):
