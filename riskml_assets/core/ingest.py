@@ -89,7 +89,10 @@ def read_incoming_file(path: Path) -> pd.DataFrame:
     CSV is read entirely as strings with only ``""`` treated as missing (so "NA" stays the
     string "NA" and "abc" in a number column is found per row by validation, not by the reader).
     Raises ContractError naming the file for an unknown suffix, a missing, zero-byte, corrupt or
-    undecodable file, a CSV without header or with ragged rows, or duplicate column names.
+    undecodable file, a CSV without header or with a row of too many fields, or a parquet file with
+    duplicate column names. CSV header names are stripped of surrounding whitespace and kept as
+    written otherwise (a repeated name stays repeated: validation quarantines every row of such a file as
+    ``duplicate_column``); a CSV with NUL bytes is read by the python parser so that no value is cut.
     A well-formed file with a header and no rows reads as an empty frame.
     """
     path = Path(path)
@@ -138,13 +141,28 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ContractError(f"{name}: cannot be read as CSV ({_one_line(exc)})") from None
     if not header or all(not h.strip() for h in header):
         raise ContractError(f"{name}: no header row (the file has no column names)")
-    _refuse_duplicate_names(name, header)
+    # pandas' C parser cuts a text value at a NUL byte ("opp\x00x" -> "opp"): read such files with the
+    # python parser, which keeps the value as written (the bad_string rule then quarantines the row)
+    engine = "python" if _has_nul(path) else "c"
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig", engine=engine)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise ContractError(f"{name}: malformed CSV ({_one_line(exc)})") from None
+    if len(df.columns) == len(header):
+        # names as written, around-whitespace stripped ("deal_value " is deal_value); a blank name keeps
+        # pandas' "Unnamed: i"; repeated names stay repeated (pandas would rename them "x.1"), so that
+        # every row of the file is quarantined as duplicate_column instead of one copy being used silently
+        df.columns = [h.strip() or str(c) for h, c in zip(header, df.columns)]
     df.columns = [str(c) for c in df.columns]
     return df.where(df.ne(""), None)
+
+
+def _has_nul(path: Path, chunk: int = 1 << 20) -> bool:
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            if b"\x00" in block:
+                return True
+    return False
 
 
 def _refuse_duplicate_names(name: str, columns: list[str]) -> None:

@@ -41,6 +41,18 @@ MAX_TEXT_LEN = 256
 #: ASCII control characters (NUL, newline, tab, escape, DEL, ...) are refused in contract text columns.
 CONTROL_CHARS_RE = r"[\x00-\x1f\x7f]"
 CURRENCY_RE = r"^[A-Z]{3}$"
+#: ISO 4217 codes: the current list plus those withdrawn since 2010 (history may be that old);
+#: XXX ("no currency") and XTS ("testing") are not currencies a deal can be valued in.
+ISO_4217 = frozenset("""
+AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD
+CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL
+GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD
+KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO
+NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD
+SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV
+WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA YER ZAR ZMW ZWG ZWL
+BYR CUC EEK HRK LTL LVL MRO SLL STD VEF ZMK
+""".split())
 OUTCOMES = ("won", "lost")
 RELEVANCE_VALUES = (0, 1, 2)
 
@@ -156,7 +168,9 @@ def _snapshot_columns() -> dict[str, pa.Column]:
             pa.Check.gt(0, name="out_of_range", error="must be > 0")], description="deal value in `currency`"),
         "currency": _col(str, "upper", checks=[
             pa.Check.str_matches(CURRENCY_RE, name="bad_format",
-                                 error="must be a three-letter ISO 4217 code such as EUR")],
+                                 error="must be a three-letter ISO 4217 code such as EUR"),
+            pa.Check.isin(sorted(ISO_4217), name="not_allowed",
+                          error="is not an ISO 4217 currency code (current or withdrawn since 2010)")],
             description="ISO 4217 code, upper-cased"),
         "probability": _col("float64", "float", checks=[_in_range(0, 100)],
                             description="win probability 0-100 as typed in the CRM"),

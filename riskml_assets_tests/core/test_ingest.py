@@ -421,10 +421,9 @@ def test_other_unreadable_files(tmp_path: Path):
     latin.write_bytes("opportunity_id\nSoci\xe9t\xe9\n".encode("latin-1"))
     with pytest.raises(ContractError, match="latin.csv.*UTF-8"):
         read_incoming_file(latin)
-    dup = tmp_path / "dup.csv"
+    dup = tmp_path / "dup.csv"  # readable: every row is quarantined as duplicate_column (see test_bad_inputs)
     dup.write_text("a,b,a\n1,2,3\n")
-    with pytest.raises(ContractError, match="dup.csv.*'a'"):
-        read_incoming_file(dup)
+    assert list(read_incoming_file(dup).columns) == ["a", "b", "a"]
     blank = tmp_path / "blank.csv"
     blank.write_text("\n\n")
     with pytest.raises(ContractError, match="blank.csv"):
