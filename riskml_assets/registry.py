@@ -69,6 +69,7 @@ TAG_ROLLED_BACK = "riskml.rolled_back"
 TAG_GATES = "riskml.gates_passed"
 FAMILY_OUTPUTS = {"risk": ["p_lost"], "ranking": ["score"]}
 REFERENCE_MAX_ROWS = 20_000
+TRAINED_FILE = "trained_opportunities.json"  # the opportunity ids of a version's train + validation splits
 LOCK_RETRY_SECONDS = 30.0
 _VOLATILE_ARTIFACT_KEYS = ("train_seconds", "mlflow_run_id", "registered_version")
 
@@ -351,7 +352,7 @@ class ModelRegistry:
     def register(self, tenant: str, family: str, artifact: Mapping, calibrator: Mapping | None, manifest: Mapping,
                  metrics: Mapping | None, report_md: str, gates_passed: bool | Mapping[str, bool], run_id: str | None = None,
                  extra_files: Mapping[str, bytes] | None = None, reference_data=None, decision: Mapping | None = None,
-                 tags: Mapping[str, str] | None = None) -> str:
+                 tags: Mapping[str, str] | None = None, trained_opportunities=None) -> str:
         """Log and register one trained model; returns its version (a string) with alias ``challenger``.
 
         Registering the same model again (same booster, features, calibrator and manifest) returns the existing
@@ -359,7 +360,9 @@ class ModelRegistry:
         decision and ``challenger`` alias are refreshed. ``run_id`` logs into an existing MLflow run (the
         training run); otherwise a run is created in ``experiment_name``. ``reference_data`` (a frame of the features
         of every snapshot in the training window, the drift reference) is stored as parquet, sampled to at most
-        REFERENCE_MAX_ROWS rows.
+        REFERENCE_MAX_ROWS rows. ``trained_opportunities`` (the opportunity ids of the model's train and
+        validation splits) is stored as ``riskml/trained_opportunities.json`` so a later challenger is compared
+        with this model only on opportunities neither trained on (``load()`` returns it; None when not given).
         """
         name = self.model_name(tenant, family)
         gates_ok = all(bool(v) for v in gates_passed.values()) if isinstance(gates_passed, Mapping) else bool(gates_passed)
@@ -382,7 +385,7 @@ class ModelRegistry:
         try:
             root = tmp / "bundle"
             self._write_bundle(root, family, artifact, calibrator, manifest, metrics, report_md, extra_files,
-                               reference_data)
+                               reference_data, trained_opportunities)
             sums = _checksums(root)
             own_run = run_id is None
             if own_run:
@@ -413,6 +416,8 @@ class ModelRegistry:
         }
         if isinstance(gates_passed, Mapping):
             vtags["riskml.gates"] = json.dumps({str(k): bool(v) for k, v in gates_passed.items()}, sort_keys=True)
+        if trained_opportunities is not None:
+            vtags["riskml.trained_opportunities"] = str(len({str(x) for x in trained_opportunities}))
         for k in ("week", "algorithm", "best_iteration", "train_rows"):
             if artifact.get(k) is not None:
                 vtags[f"riskml.{k}"] = str(artifact[k])
@@ -429,7 +434,7 @@ class ModelRegistry:
 
     def _write_bundle(self, root: Path, family: str, artifact: Mapping, calibrator: Mapping | None, manifest: Mapping,
                       metrics: Mapping | None, report_md: str, extra_files: Mapping[str, bytes] | None,
-                      reference_data) -> None:
+                      reference_data, trained_opportunities=None) -> None:
         rk = root / "riskml"
         rk.mkdir(parents=True)
         signature = _signature(artifact, family)
@@ -450,6 +455,10 @@ class ModelRegistry:
         (rk / "metrics.json").write_text(_dumps(dict(metrics or {})))
         (rk / "evaluation_report.md").write_text(report_md or "")
         (rk / "signature.json").write_text(_dumps(signature.to_dict()))
+        if trained_opportunities is not None:
+            ids = sorted({str(x) for x in trained_opportunities})
+            (rk / TRAINED_FILE).write_text(_dumps({"opportunity_ids": ids, "count": len(ids),
+                                                   "splits": ["train", "validation"]}))
         if reference_data is not None and len(reference_data):
             import pandas as pd
 
@@ -472,6 +481,7 @@ class ModelRegistry:
         """The bundle of a version (by alias, or by number with ``version=``), checksums verified first.
 
         Returns ``{"artifact", "calibrator", "manifest", "metrics", "report_md", "reference", "extra_files",
+        "trained_opportunities" (list of ids or None),
         "signature", "name", "tenant", "family", "version", "alias", "fingerprint", "manifest_fingerprint",
         "run_id", "gates_passed", "tags"}``. Raises NoSuchAliasError when the alias is not set and
         ChecksumMismatchError when any file differs from what was registered.
@@ -526,6 +536,8 @@ class ModelRegistry:
                 "report_md": (rk / "evaluation_report.md").read_text(),
                 "signature": json.loads((rk / "signature.json").read_text()),
                 "reference": reference, "extra_files": extra,
+                "trained_opportunities": (json.loads((rk / TRAINED_FILE).read_text())["opportunity_ids"]
+                                          if (rk / TRAINED_FILE).exists() else None),
             }
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -694,7 +706,8 @@ def register_risk_candidate(registry: ModelRegistry, tenant: str, *, artifact: M
                             alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, min_improvement: float = 0.0,
                             auc_policy: str = "not_worse", auto_promote: bool = True, actor: str | None = None,
                             context: Mapping[str, Any] | None = None,
-                            before_promote: Callable[[str, dict], None] | None = None) -> dict:
+                            before_promote: Callable[[str, dict], None] | None = None,
+                            trained_opportunities=None) -> dict:
     """Compare a trained risk model with the tenant's champion on the same real test rows, register it
     (alias ``challenger``, decision in its tags and report) and promote it when the decision says so.
 
@@ -704,13 +717,20 @@ def register_risk_candidate(registry: ModelRegistry, tenant: str, *, artifact: M
     between registration and promotion (a hook for the caller's own bookkeeping). Re-running with the same
     model is safe: the same version is returned and promotion is idempotent.
 
+    ``trained_opportunities``: the opportunity ids of the challenger's train and validation splits; they are
+    registered with it, and the champion/challenger comparison uses only the test opportunities that neither
+    the challenger nor the champion (its own recorded ids) trained on (``decision["comparison"]`` gives the
+    size of that set and what was excluded). The absolute floors are judged on the challenger's whole test
+    split (it trained on none of it). When no test opportunity is left, the champion stays.
+
     Returns ``{"version", "decision", "promotion", "champion_before", "champion_after", "report_md"}``.
     """
     import numpy as np
 
     from .core.evaluation import apply_calibrator
     from .core.features import LABEL
-    from .core.promotion import decide_promotion, decision_markdown
+    from .core import metrics as M
+    from .core.promotion import comparison_set, comparison_text, decide_promotion, decision_markdown
     from .core.scoring import predict_on_examples
     from .core.training import predict_raw
 
@@ -719,20 +739,39 @@ def register_risk_candidate(registry: ModelRegistry, tenant: str, *, artifact: M
         test = test[~test["is_synthetic"].fillna(False).astype(bool)]
     test = test.reset_index(drop=True)
     champion_before = registry.champion_version(tenant, family)
-    y = test[LABEL].to_numpy(dtype=int)
-    p_new = apply_calibrator(calibrator, predict_raw(dict(artifact), test))
-    p_old = None
+    y_all = test[LABEL].to_numpy(dtype=int)
+    p_all = np.asarray(apply_calibrator(calibrator, predict_raw(dict(artifact), test)))
+    # the floors are judged on the challenger's whole test split
+    floor_values = {"auc": M.roc_auc(y_all, p_all), "brier": M.brier(y_all, p_all),
+                    "log_loss": M.log_loss(y_all, p_all), "ece": M.ece(y_all, p_all)}
+    p_old, comp, cmp = None, None, test
     if champion_before is not None:
         champ = registry.load(tenant, family, alias=ALIAS_CHAMPION)
-        p_old, _ = predict_on_examples(champ, test, manifest, snapshots_history, activities)
-    decision = decide_promotion(y, p_old, np.asarray(p_new), family=family, gates_passed=gates_passed,
-                                floors=floors, alpha=alpha, n_boot=n_boot, seed=seed,
-                                groups=test["opportunity_id"].to_numpy(), min_improvement=min_improvement,
-                                auc_policy=auc_policy)
+        cmp, comp = comparison_set(test, champ.get("trained_opportunities"), trained_opportunities)
+        if len(cmp):
+            p_old, _ = predict_on_examples(champ, cmp, manifest, snapshots_history, activities)
+    y = cmp[LABEL].to_numpy(dtype=int)
+    p_new = p_all if cmp is test else np.asarray(apply_calibrator(calibrator, predict_raw(dict(artifact), cmp)))
+    if champion_before is not None and not len(cmp):
+        decision = decide_promotion(y_all, None, p_all, family=family, gates_passed=gates_passed, floors=floors,
+                                    alpha=alpha, n_boot=n_boot, seed=seed, groups=test["opportunity_id"].to_numpy(),
+                                    min_improvement=min_improvement, auc_policy=auc_policy, extra_metrics=floor_values)
+        decision.update(first_model=False, should_deploy=False, significant=False,
+                        reason="no test opportunity that neither model trained on: the challenger cannot be "
+                               f"compared fairly with the champion, which stays ({comparison_text(comp)})")
+    else:
+        decision = decide_promotion(y, p_old, p_new, family=family, gates_passed=gates_passed,
+                                    floors=floors, alpha=alpha, n_boot=n_boot, seed=seed,
+                                    groups=cmp["opportunity_id"].to_numpy(), min_improvement=min_improvement,
+                                    auc_policy=auc_policy, extra_metrics=floor_values)
+    if comp is not None:
+        decision["comparison"] = comp
+        decision["reason"] += f" [{comparison_text(comp)}]"
     decision["champion_version"] = champion_before
     report = (report_md or "") + "\n\n" + decision_markdown(decision, champion_before, "new")
     version = registry.register(tenant, family, artifact, calibrator, manifest, metrics, report, gates_passed,
-                                run_id=run_id, reference_data=reference_data, decision=decision)
+                                run_id=run_id, reference_data=reference_data, decision=decision,
+                                trained_opportunities=trained_opportunities)
     decision["challenger_version"] = version
     if before_promote is not None:
         before_promote(version, decision)

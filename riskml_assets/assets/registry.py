@@ -69,6 +69,9 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     tenant, week = split_key(context)
     reg = model_registry.get()
     test = dataset_splits[dataset_splits["split"] == "test"].reset_index(drop=True)
+    # what this model was fitted and calibrated on: recorded with the version, excluded from comparisons
+    fitted_on = dataset_splits["split"].isin(["train", "validation"])
+    trained = dataset_splits.loc[fitted_on, "opportunity_id"].astype(str).unique()
     history, acts = concat(risk_snapshots), concat(activity_events)
     reference, _ = compute_features(_window(risk_snapshots, week), acts if len(acts) else None,
                                     feature_manifest["features"])
@@ -87,6 +90,7 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
         activities=acts if len(acts) else None, reference_data=reference, alpha=config.alpha,
         n_boot=config.n_boot, seed=config.seed, min_improvement=config.min_improvement,
         auto_promote=config.auto_promote, context={"partition": f"{tenant}|{week}", "dagster_run": context.run.run_id},
+        trained_opportunities=trained,
     )
     d = out["decision"]
     context.log.info(f"registered {reg.model_name(tenant, 'risk')} v{out['version']}: should_deploy="
@@ -98,6 +102,10 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     return dg.MaterializeResult(value=value, check_results=checks, metadata={
         "model_name": value["model_name"], "version": str(out["version"]), "should_deploy": bool(d["should_deploy"]),
         "reason": d["reason"], "p_value": float(d["p_value"]) if d.get("p_value") is not None else -1.0,
+        **({"comparison_opportunities": int(d["comparison"]["opportunities"]),
+            "comparison_rows": int(d["comparison"]["rows"]),
+            "comparison_excluded_opportunities": int(d["comparison"]["excluded_opportunities"])}
+           if d.get("comparison") else {}),
         "champion_before": str(out["champion_before"]), "champion_after": str(out["champion_after"]),
         "decision": dg.MetadataValue.md(out.get("report_md", "")[-4000:]),
     })

@@ -704,27 +704,45 @@ def ece_noise_floor(p: Any, n_bins: int = 10, strategy: str = "uniform", n_sim: 
     return float(np.mean(sims))
 
 
-def grouped_bootstrap_ci(y: Any, p: Any, metric_fn: Callable[[np.ndarray, np.ndarray], float], groups: Any,
-                         n_boot: int = 300, level: float = 0.90, seed: int = 0) -> tuple[float, float]:
-    """Two-sided ``level`` percentile interval of ``metric_fn(y, p)``, resampling whole groups.
+def grouped_bootstrap_cis(y: Any, p: Any, metric_fns: Mapping[str, Callable[[np.ndarray, np.ndarray], float]],
+                          groups: Any, n_boot: int = 300, level: float = 0.90,
+                          seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Two-sided ``level`` percentile intervals of several metrics from the SAME group resamples.
 
     Rows of one group (the snapshots of one opportunity) share an outcome, so resampling rows would
-    overstate the evidence; resampling opportunities gives an honest interval for a gate.
+    overstate the evidence; resampling whole opportunities gives an honest interval. Every metric is
+    evaluated on every resample (seeded by ``seed``); a resample where a metric is NaN (e.g. AUC of a
+    one-class draw) is dropped for that metric only. ``p`` may be a matrix (one column per model) for
+    paired differences. Returns ``{name: (low, high)}`` (NaN, NaN when no resample gave a value).
     """
     y, p = np.asarray(y), np.asarray(p, dtype=float)
+    if not (0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n_boot = _pos_int(n_boot, "n_boot")
     codes, _ = pd.factorize(pd.Series(np.asarray(groups)))
+    if len(codes) != len(y):
+        raise ValueError(f"groups has {len(codes)} entries, y has {len(y)}")
+    if len(y) == 0:
+        return {name: (float("nan"), float("nan")) for name in metric_fns}
     order = np.argsort(codes, kind="stable")
     starts = np.searchsorted(codes[order], np.arange(codes.max() + 1))
     members = np.split(order, starts[1:])
     rng = np.random.default_rng(seed)
-    vals = []
+    vals: dict[str, list[float]] = {name: [] for name in metric_fns}
     for _ in range(n_boot):
         pick = rng.integers(0, len(members), len(members))
         idx = np.concatenate([members[i] for i in pick])
-        v = metric_fn(y[idx], p[idx])
-        if v == v:
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
+        for name, fn in metric_fns.items():
+            v = fn(y[idx], p[idx])
+            if v == v:
+                vals[name].append(v)
     tail = (1 - level) / 2 * 100
-    return float(np.percentile(vals, tail)), float(np.percentile(vals, 100 - tail))
+    return {name: ((float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v
+                   else (float("nan"), float("nan"))) for name, v in vals.items()}
+
+
+def grouped_bootstrap_ci(y: Any, p: Any, metric_fn: Callable[[np.ndarray, np.ndarray], float], groups: Any,
+                         n_boot: int = 300, level: float = 0.90, seed: int = 0) -> tuple[float, float]:
+    """Two-sided ``level`` percentile interval of ``metric_fn(y, p)``, resampling whole groups
+    (one metric of :func:`grouped_bootstrap_cis`)."""
+    return grouped_bootstrap_cis(y, p, {"m": metric_fn}, groups, n_boot=n_boot, level=level, seed=seed)["m"]

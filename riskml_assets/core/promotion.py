@@ -20,6 +20,11 @@ and is reported as a secondary guard.
 
 The bootstrap itself is :func:`riskml_assets.core.metrics.paired_bootstrap_delta` (the one metrics
 module); this module only decides.
+
+**The comparison set.** Both models are scored only on opportunities *neither* of them trained on:
+:func:`comparison_set` drops from the challenger's test split every opportunity in the champion's
+train/validation splits (recorded with each registered version) or in the challenger's own. Scoring the
+champion on rows it was fitted or calibrated on would flatter it and bias the test towards the incumbent.
 """
 from __future__ import annotations
 
@@ -127,6 +132,53 @@ def _bootstrap(metric_fn, y, pred_champion, pred_challenger, groups, n_boot, see
     draw, sel_a, sel_b, fn = _grouped_metric(metric_fn, np.asarray(y), [np.asarray(pred_champion),
                                                                            np.asarray(pred_challenger)], groups)
     return M.paired_bootstrap_delta(draw, sel_a, sel_b, fn, n_boot=n_boot, seed=seed, ci=1.0 - alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# the comparison set
+# --------------------------------------------------------------------------------------------
+
+def comparison_set(test: pd.DataFrame, champion_trained: Sequence | set | None,
+                   challenger_trained: Sequence | set | None = None,
+                   group: str = "opportunity_id") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows of ``test`` whose opportunity neither model trained (or was calibrated) on.
+
+    ``champion_trained`` / ``challenger_trained``: the opportunity ids of each model's train and
+    validation splits (None = unknown: nothing can be excluded for that model, which ``info`` says).
+    Returns the restricted rows (index reset) and ``{"test_rows", "test_opportunities", "rows",
+    "opportunities", "excluded_opportunities", "excluded_rows", "excluded_champion",
+    "excluded_challenger", "champion_trained_known", "challenger_trained_known"}``.
+    """
+    ids = test[group].astype(str)
+    champ = None if champion_trained is None else {str(x) for x in champion_trained}
+    chall = None if challenger_trained is None else {str(x) for x in challenger_trained}
+    in_champ = ids.isin(champ) if champ is not None else pd.Series(False, index=test.index)
+    in_chall = ids.isin(chall) if chall is not None else pd.Series(False, index=test.index)
+    keep = ~(in_champ | in_chall)
+    out = test[keep.to_numpy()].reset_index(drop=True)
+    info = {
+        "test_rows": int(len(test)), "test_opportunities": int(ids.nunique()),
+        "rows": int(len(out)), "opportunities": int(out[group].nunique()) if len(out) else 0,
+        "excluded_rows": int((~keep).sum()), "excluded_opportunities": int(ids[~keep].nunique()),
+        "excluded_champion": int(ids[in_champ].nunique()), "excluded_challenger": int(ids[in_chall].nunique()),
+        "champion_trained_known": champ is not None, "challenger_trained_known": chall is not None,
+    }
+    return out, info
+
+
+def comparison_text(info: Mapping[str, Any] | None) -> str:
+    """One sentence on the comparison set (for reasons and reports)."""
+    if not info:
+        return ""
+    text = (f"comparison set: {info['opportunities']} opportunities ({info['rows']} rows) of the "
+            f"{info['test_opportunities']} test opportunities that neither model trained on")
+    if info.get("excluded_opportunities"):
+        text += (f"; {info['excluded_opportunities']} excluded ({info['excluded_champion']} in the champion's "
+                 f"train/validation, {info['excluded_challenger']} in the challenger's)")
+    if not info.get("champion_trained_known", True):
+        text += "; the champion's training opportunities are not recorded (registered before they were), so none " \
+                "could be excluded for it"
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +383,11 @@ def decision_tags(decision: Mapping[str, Any], prefix: str = "riskml.decision.")
             "champion_metric", "challenger_metric", "significant", "first_model", "gates_passed", "n_rows",
             "n_groups")
     tags = {f"{prefix}{k}": str(decision.get(k)) for k in keys if k in decision}
+    comp = decision.get("comparison")
+    if comp:
+        tags[f"{prefix}comparison_opportunities"] = str(comp.get("opportunities"))
+        tags[f"{prefix}comparison_rows"] = str(comp.get("rows"))
+        tags[f"{prefix}comparison_excluded_opportunities"] = str(comp.get("excluded_opportunities"))
     d = decision.get("delong")
     if d:
         tags[f"{prefix}delong_p_value"] = str(d.get("p_value"))
@@ -345,6 +402,8 @@ def decision_markdown(decision: Mapping[str, Any], champion_version: str | int |
     verdict = "**deploy** (becomes champion)" if decision.get("should_deploy") else "**do not deploy** (stays challenger)"
     lines = ["## Champion / challenger decision", "",
              f"Decision: {verdict}", "", f"Reason: {decision.get('reason', '')}", ""]
+    if decision.get("comparison"):
+        lines += [f"Compared on the {comparison_text(decision['comparison'])}.", ""]
     if not decision.get("first_model") and math.isfinite(float(decision.get("delta", float("nan")))):
         pm = decision.get("primary_metric")
         rows = [("champion" + (f" (v{champion_version})" if champion_version is not None else ""),
