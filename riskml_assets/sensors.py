@@ -10,10 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from .assets.ingest import ingest_assets
 from .core.contract import latest_complete_week
 from .core.watch import dump_state, load_state, scan
 from .jobs import full_job, ingest_job, train_job
-from .partitions import partition_key, tenant_partitions
+from .partitions import PARTITIONS_START, partition_key, tenant_partitions
 from .resources import RiskmlSettings
 
 INGEST_GATES = ("risk_snapshots_schema", "risk_snapshots_duplicate_keys", "risk_snapshots_future_dates",
@@ -25,10 +26,10 @@ INGEST_GATES = ("risk_snapshots_schema", "risk_snapshots_duplicate_keys", "risk_
                        "tenant-week once; new tenants are added to the tenant partitions first.")
 def snapshot_sensor(context: dg.SensorEvaluationContext, riskml: RiskmlSettings):
     state = load_state(context.cursor)
-    events, refused, new_state = scan(Path(riskml.incoming_dir), state)
+    events, refused, new_state = scan(Path(riskml.incoming_dir), state, first_week=PARTITIONS_START)
     for rel, reason in refused:
-        context.log.warning(f"refused incoming file {rel!r}: {reason} (listed in the sensor cursor, not retried "
-                            f"until it changes; the file is left in place)")
+        context.log.warning(f"refused incoming file {rel!r}: {reason} (listed in the sensor cursor and reported once "
+                            f"per content; the other files go on; the file is left in place)")
     known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
     new_tenants = sorted({e.tenant for e in events} - known)
     requests = [
@@ -48,19 +49,55 @@ def snapshot_sensor(context: dg.SensorEvaluationContext, riskml: RiskmlSettings)
 
 
 def ingestion_blocked(instance: dg.DagsterInstance, tenant: str, week: str) -> str | None:
-    """Why a tenant-week must not be trained: no ingestion, or a failed blocking input gate in its last ingestion."""
+    """Why a tenant-week must not be trained, judged on the latest ingestion of *that* partition; None when clean.
+
+    Blocked when: the week has no ingested snapshots; the latest ingestion attempt of any ingest asset
+    (snapshots, outcomes, activities, interactions) of the partition failed after its last successful
+    materialization (the stored value is stale); or a blocking ERROR check evaluated with the latest
+    materialization of any of them failed (an input gate, an unreadable file, ...) or never completed
+    in a failed run. Each ingest asset is judged on its own latest materialization, so an asset
+    re-ingested in a later, separate run is seen too.
+
+    The checks are the in-asset ``check_specs`` of a partitioned asset: Dagster stores their results
+    without a partition (``partition=None``), so "the latest result of a check" across the instance may
+    belong to another tenant-week. The results of this partition are the ones emitted with its latest
+    materialization (same run, ``target_materialization_data`` pointing at that materialization).
+    """
     pk = partition_key(tenant, week)
-    recs = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("risk_snapshots"), asset_partitions=[pk]), limit=1).records
-    if not recs:
-        return "no ingested snapshots for the week"
-    failed = [
-        e.dagster_event.event_specific_data.check_name
-        for e in instance.all_logs(recs[0].run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-        if not e.dagster_event.event_specific_data.passed
-        and e.dagster_event.event_specific_data.severity == dg.AssetCheckSeverity.ERROR
-    ]
-    return f"failed input gates: {', '.join(failed)}" if failed else None
+    reasons: list[str] = []
+    for asset in ingest_assets:
+        key = asset.key
+        name = key.to_user_string()
+        flt = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk])
+        mats = instance.fetch_materializations(flt, limit=1).records
+        fails = instance.fetch_failed_materializations(flt, limit=1).records
+        if name == "risk_snapshots" and not mats and not fails:
+            return "no ingested snapshots for the week"
+        if fails and (not mats or fails[0].storage_id > mats[0].storage_id):
+            reasons.append(f"{name} ingestion failed (run {fails[0].run_id[:8]})"
+                           + (", its stored value is stale" if mats else ""))
+            continue
+        if not mats:
+            continue
+        rec = mats[0]
+        blocking = {spec.key.name: spec.blocking for spec in asset.check_specs}
+        evaluated = set()
+        for e in instance.all_logs(rec.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            ev = e.dagster_event.event_specific_data
+            target = ev.target_materialization_data
+            if ev.asset_key != key or (target is not None and target.storage_id != rec.storage_id):
+                continue
+            evaluated.add(ev.check_name)
+            is_blocking = ev.blocking if ev.blocking is not None else blocking.get(ev.check_name, True)
+            if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR and is_blocking:
+                reasons.append(f"failed input gate {ev.check_name}")
+        missing = sorted(n for n, b in blocking.items() if b and n not in evaluated)
+        if missing:
+            run = instance.get_run_by_id(rec.run_id)
+            if run is not None and run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS:
+                reasons.append(f"input gates of {name} did not complete in run {rec.run_id[:8]} "
+                               f"({run.status.value}): {', '.join(missing)}")
+    return "; ".join(reasons) or None
 
 
 @dg.schedule(job=train_job, cron_schedule="0 6 * * 1", execution_timezone="UTC",

@@ -1,6 +1,8 @@
 """Sensor, schedule and failure recorder against a real instance and real files."""
 import datetime as dt
+import hashlib
 import json
+import os
 import shutil
 
 import dagster as dg
@@ -25,6 +27,14 @@ def tick(platform, cursor=None):
     ctx = dg.build_sensor_context(instance=platform.instance, cursor=cursor, definitions=platform.defs,
                                   resources={"riskml": platform.resources["riskml"]})
     return snapshot_sensor(ctx), ctx
+
+
+def daemon_tick(platform, cursor=None):
+    """Evaluate the sensor as the code server does for the daemon: with an instance ref, run requests are
+    resolved against the job's partitions (an unknown partition key raises here, as it fails the tick)."""
+    ctx = dg.build_sensor_context(instance=platform.instance, instance_ref=platform.instance.get_ref(), cursor=cursor,
+                                  definitions=platform.defs, resources={"riskml": platform.resources["riskml"]})
+    return snapshot_sensor.evaluate_tick(ctx)
 
 
 def write_week(platform, tenant, kinds=("snapshots",), weeks=1, offset=11):
@@ -132,3 +142,107 @@ def test_failure_sensor_records_the_failed_gate(watch):
     assert rec["run_id"] == res.run_id and rec["partition"] == f"failco|{watch.weeks('failco')[-1]}"
     assert "risk_snapshots" in rec["failed_steps"]
     assert "risk_snapshots_duplicate_keys" in [g["gate"] for g in rec["failed_gates"]]
+
+
+def _week_of(path):
+    d = dt.date.fromisoformat(path.name.split("-", 1)[1][:10])
+    return str(d - dt.timedelta(days=d.weekday()))
+
+
+def _copy(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def test_out_of_range_and_unparseable_files_are_refused_once_and_the_tick_goes_on(watch):
+    """Item 13: one file dated 2099, before the first week or on an impossible date must not stop the tick."""
+    from riskml_assets.partitions import PARTITIONS_START
+
+    [good] = write_week(watch, "alpha")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    before = dt.date.fromisoformat(PARTITIONS_START) - dt.timedelta(days=3)
+    bad = {
+        "alpha/snapshots-2099-01-02.parquet": "(future)",
+        f"alpha/snapshots-{before}.parquet": "(before_first_week)",
+        "alpha/snapshots-2026-13-45.csv": "impossible date",
+    }
+    for rel in bad:
+        _copy(good, watch.incoming / rel)
+    current = _copy(good, watch.incoming / "beta" / f"outcomes-{today}.parquet")  # the current week: accepted
+    res = daemon_tick(watch)  # before the fix: DagsterUnknownPartitionError for the 2099 week, the cursor stops
+    got = sorted((r.tags["riskml/file"], r.partition_key) for r in res.run_requests)
+    assert got == sorted([(f"alpha/{good.name}", f"alpha|{_week_of(good)}"),
+                          (f"beta/{current.name}", f"beta|{today - dt.timedelta(days=today.weekday())}")])
+    refused = json.loads(res.cursor)["refused"]
+    assert set(refused) == set(bad)
+    for rel, why in bad.items():
+        assert why in refused[rel]["reason"]
+    # refused once: the next tick neither requests nor crashes, and a new good file still goes through
+    res2 = daemon_tick(watch, res.cursor)
+    assert not res2.run_requests
+    write_week(watch, "gamma", offset=14)
+    res3 = daemon_tick(watch, res2.cursor)
+    assert [r.partition_key.split("|")[0] for r in res3.run_requests] == ["gamma"]
+    assert all((watch.incoming / rel).exists() for rel in bad)  # nothing deleted
+
+
+def test_dangling_symlinks_are_refused_and_the_tick_goes_on(watch):
+    """Item 14: a dangling link (a tenant folder or a file) under incoming/ must not crash the tick."""
+    [good] = write_week(watch, "alpha")
+    os.symlink(watch.root / "nowhere", watch.incoming / "ghost")
+    os.symlink(watch.root / "nowhere.parquet", watch.incoming / "alpha" / "snapshots-2026-11-17.parquet")
+    res = daemon_tick(watch)  # before the fix: FileNotFoundError from stat() of the dangling tenant link
+    assert [r.tags["riskml/file"] for r in res.run_requests] == [f"alpha/{good.name}"]
+    refused = json.loads(res.cursor)["refused"]
+    assert set(refused) == {"ghost/", "alpha/snapshots-2026-11-17.parquet"}
+    assert "dangling symbolic link" in refused["alpha/snapshots-2026-11-17.parquet"]["reason"]
+
+
+def test_symlinks_out_of_the_tenant_folder_are_never_ingested(watch):
+    """Item 15: a link to another tenant's file, to any file, or a tenant folder that is a link: refused,
+    by the sensor and by the ingestion listing."""
+    from riskml_assets.assets.ingest import week_files
+
+    [victim] = write_week(watch, "victim")
+    week = _week_of(victim)
+    secret = watch.root / "secret.parquet"
+    shutil.copyfile(victim, secret)
+    thief = watch.incoming / "thief"
+    thief.mkdir()
+    os.symlink(victim, thief / victim.name)  # another tenant's rows
+    stolen = thief / f"snapshots-{week}.parquet"  # any readable file, dated on the Monday
+    os.symlink(secret, stolen)
+    os.symlink(watch.incoming / "victim", watch.incoming / "mirror")  # a whole tenant folder
+    res = daemon_tick(watch)
+    assert [r.tags["riskml/file"] for r in res.run_requests] == [f"victim/{victim.name}"]
+    assert res.dynamic_partitions_requests[0].partition_keys == ["victim"]
+    refused = json.loads(res.cursor)["refused"]
+    assert set(refused) == {"mirror/", f"thief/{victim.name}", f"thief/{stolen.name}"}
+    assert all("outside the tenant folder thief/" in refused[k]["reason"] for k in refused if k.startswith("thief/"))
+    # the ingestion's own listing refuses the same entries (the CLI and a manual run do not go through the sensor)
+    assert week_files(watch.incoming / "thief", "snapshots", week) == []
+    assert week_files(watch.incoming / "mirror", "snapshots", week) == []
+    assert week_files(watch.incoming / "victim", "snapshots", week) == [victim]
+
+
+def test_a_file_reverted_to_earlier_content_is_requested_again(watch):
+    """Item 18: A -> B -> A yields three requests with three run keys (the daemon drops a repeated key);
+    an unchanged file never yields a second request."""
+    [f] = write_week(watch, "alpha")
+    a = f.read_bytes()
+    df = pd.read_parquet(f)
+    cursor, keys = None, []
+    for step in ("A", "B", "A"):
+        if step == "B":
+            df.head(len(df) - 1).to_parquet(f, index=False)
+        elif keys:
+            f.write_bytes(a)
+        os.utime(f, ns=(f.stat().st_mtime_ns + 10**9,) * 2)
+        res = daemon_tick(watch, cursor)
+        assert [r.tags["riskml/file"] for r in res.run_requests] == [f"alpha/{f.name}"], step
+        keys.append(res.run_requests[0].run_key)
+        cursor = res.cursor
+    assert len(set(keys)) == 3
+    assert res.run_requests[0].tags["riskml/sha256"] == hashlib.sha256(a).hexdigest()[:16]
+    assert not daemon_tick(watch, cursor).run_requests

@@ -19,6 +19,7 @@ import pandas as pd
 from ..checks import gate_results, gate_specs
 from ..core import ingest as core_ingest
 from ..core.contract import ContractError, parse_incoming_name, validate_tenant, week_in_range
+from ..core.watch import entry_refusal
 from ..partitions import PARTITIONS_START, split_key, tenant_week
 from ..resources import RiskmlSettings
 from .common import OWNERS, frame_metadata, md_table
@@ -51,6 +52,8 @@ def week_files(incoming: Path, kind: str, week: str, today: dt.date | None = Non
             _, d = parse_incoming_name(f.name)
         except ContractError:
             continue  # not a contract file: the sensor reports those
+        if entry_refusal(f, incoming):
+            continue  # a symbolic link leaving the tenant folder, or dangling: the sensor reports it
         if week_in_range(d, today=today, first=PARTITIONS_START).ok:
             accepted.append(f)
     return core_ingest.files_for_week(kind, accepted, week)

@@ -2,19 +2,26 @@
 
 The state (the sensor cursor) maps each file's relative path to a fingerprint ``size:mtime_ns:sha256``.
 A file is re-hashed only when its size or mtime changed, and requested again only when its content
-hash changed. Refused files (bad tenant id, bad name, unreadable) are remembered with their
-fingerprint, so they are reported once and not retried until they change; nothing is ever deleted.
+hash changed. Refused files (bad tenant id, bad name, date outside the accepted weeks, unreadable,
+symbolic links leaving the tenant folder) are remembered with their fingerprint, so they are reported
+once; nothing is ever deleted. A refusal never stops the scan: every other file is still classified.
+
+Every new or changed content gets the next number of the cursor's event counter (``seq``), and the
+run key carries it: reverting a file to an earlier content (A -> B -> A) is a new event with a new
+run key, while an unchanged file never yields a second event.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import ContractError, parse_incoming_name, validate_tenant, week_key
+from .contract import ContractError, parse_incoming_name, validate_tenant, week_in_range, week_key
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: event counter ``seq`` (absent in version 1 cursors: starts at 0)
 
 
 @dataclass(frozen=True)
@@ -24,10 +31,49 @@ class FileEvent:
     kind: str
     rel_path: str
     digest: str
+    seq: int = 0  # the cursor's event number of this content
 
     @property
     def run_key(self) -> str:
-        return f"{self.rel_path}@{self.digest[:16]}"
+        return f"{self.rel_path}@{self.digest[:16]}#{self.seq}"
+
+
+def entry_refusal(path: Path, tenant_dir: Path) -> str | None:
+    """Why ``path`` must not be read as a file of the tenant whose folder is ``tenant_dir``; None when it is safe.
+
+    ``path`` is an entry of ``tenant_dir`` (or ``tenant_dir`` itself). The tenant's own folder is
+    ``<incoming root, resolved>/<tenant>``: the incoming root may itself be a link (a mount), but the
+    tenant folder may not be a symbolic link, and an entry that is a symbolic link must resolve to a
+    file inside the tenant's own folder. A dangling link or a link loop is refused too. Pure of
+    Dagster; reads only link metadata (``lstat``/``readlink``/``resolve``), never file contents.
+    """
+    path, tenant_dir = Path(path), Path(tenant_dir)
+    own = tenant_dir.parent.resolve() / tenant_dir.name
+    if tenant_dir.is_symlink():
+        return (f"tenant folder {tenant_dir.name!r} is a symbolic link (to {_readlink(tenant_dir)!r}): refused, "
+                f"a tenant's files must sit in its own folder, not behind a link")
+    if path == tenant_dir:
+        return None
+    if path.parent != tenant_dir:
+        return f"{path.name!r} is not directly in the tenant folder {tenant_dir.name}/"
+    if not path.is_symlink():
+        return None
+    target = _readlink(path)
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target, or a loop (RuntimeError before Python 3.13)
+        return f"dangling symbolic link (to {target!r}): the target does not exist or the link loops"
+    if not real.is_relative_to(own):
+        return (f"symbolic link to {target!r} resolves outside the tenant folder {tenant_dir.name}/: refused, "
+                f"a tenant may only ingest files of its own folder")
+    return None
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 def _sha256(path: Path) -> str:
@@ -40,10 +86,11 @@ def _sha256(path: Path) -> str:
 
 def load_state(cursor: str | None) -> dict:
     if not cursor:
-        return {"v": STATE_VERSION, "files": {}, "refused": {}}
+        return {"v": STATE_VERSION, "files": {}, "refused": {}, "seq": 0}
     state = json.loads(cursor)
     state.setdefault("files", {})
     state.setdefault("refused", {})
+    state.setdefault("seq", 0)
     return state
 
 
@@ -51,19 +98,28 @@ def dump_state(state: dict) -> str:
     return json.dumps(state, sort_keys=True, separators=(",", ":"))
 
 
-def scan(root: Path, state: dict) -> tuple[list[FileEvent], list[tuple[str, str]], dict]:
+def scan(root: Path, state: dict, *, today: dt.date | None = None,
+         first_week: str | None = None) -> tuple[list[FileEvent], list[tuple[str, str]], dict]:
     """Compare the incoming folder with ``state``; return (new/changed files, newly refused (path, reason), new state).
 
     Every file found is classified exactly once per content: hostile or malformed names are refused
-    without ever being joined into a path that leaves ``root``.
+    without ever being joined into a path that leaves ``root``. A file whose date is outside the
+    accepted weeks (``contract.week_in_range`` with ``today`` and ``first_week``) is refused with the
+    reason; it is re-judged on every scan (a file dated tomorrow is accepted once its week has come)
+    but reported only once per content. No entry can stop the scan of the others.
     """
     root = Path(root)
     files: dict = dict(state.get("files", {}))
     refused: dict = dict(state.get("refused", {}))
+    seq = int(state.get("seq", 0))
     events: list[FileEvent] = []
     new_refusals: list[tuple[str, str]] = []
+
+    def new_state() -> dict:
+        return {"v": STATE_VERSION, "files": files, "refused": refused, "seq": seq}
+
     if not root.is_dir():
-        return events, new_refusals, {"v": STATE_VERSION, "files": files, "refused": refused}
+        return events, new_refusals, new_state()
 
     def refuse(rel: str, quick: str, reason: str) -> None:
         if refused.get(rel, {}).get("fp") != quick:
@@ -71,19 +127,39 @@ def scan(root: Path, state: dict) -> tuple[list[FileEvent], list[tuple[str, str]
         refused[rel] = {"fp": quick, "reason": reason}
 
     for tenant_dir in sorted(root.iterdir()):
+        if tenant_dir.is_symlink():
+            why = entry_refusal(tenant_dir, tenant_dir)
+            refuse(tenant_dir.name + "/", f"link:{_readlink(tenant_dir)}", why)
+            continue
         if not tenant_dir.is_dir():
-            st = tenant_dir.stat()
-            refuse(tenant_dir.name, f"{st.st_size}:{st.st_mtime_ns}", "not a tenant folder: files must sit in <tenant>/")
+            try:
+                st = tenant_dir.lstat()
+                quick = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                quick = "unstat"
+            refuse(tenant_dir.name, quick, "not a tenant folder: files must sit in <tenant>/")
             continue
         try:
             tenant = validate_tenant(tenant_dir.name)
         except ContractError as exc:
             refuse(tenant_dir.name + "/", "dir", str(exc))
             continue
-        for f in sorted(tenant_dir.iterdir()):
-            if f.name.startswith(".") or f.is_dir():
+        try:
+            entries = sorted(tenant_dir.iterdir())
+        except OSError as exc:
+            refuse(tenant_dir.name + "/", "unlistable", f"cannot list the tenant folder: {exc}")
+            continue
+        for f in entries:
+            if f.name.startswith("."):
                 continue  # hidden files are writes in progress (written as .name.tmp, then renamed)
             rel = f"{tenant}/{f.name}"
+            if f.is_symlink():
+                why = entry_refusal(f, tenant_dir)
+                if why:
+                    refuse(rel, f"link:{_readlink(f)}", why)
+                    continue
+            if f.is_dir():
+                continue
             try:
                 st = f.stat()
             except OSError as exc:
@@ -95,8 +171,12 @@ def scan(root: Path, state: dict) -> tuple[list[FileEvent], list[tuple[str, str]
             except ContractError as exc:
                 refuse(rel, quick, str(exc))
                 continue
+            verdict = week_in_range(date, today=today, first=first_week)
+            if not verdict.ok:
+                refuse(rel, quick, f"date outside the accepted weeks ({verdict.code}): {verdict.reason}")
+                continue
             prev = files.get(rel)
-            if prev and prev.get("quick") == quick:
+            if prev and prev.get("quick") == quick and rel not in refused:
                 continue
             try:
                 digest = _sha256(f)
@@ -110,5 +190,7 @@ def scan(root: Path, state: dict) -> tuple[list[FileEvent], list[tuple[str, str]
             files[rel] = {"quick": quick, "sha": digest}
             if prev and prev.get("sha") == digest:
                 continue  # touched, same content: nothing to do
-            events.append(FileEvent(tenant=tenant, week=week_key(date), kind=kind, rel_path=rel, digest=digest))
-    return events, new_refusals, {"v": STATE_VERSION, "files": files, "refused": refused}
+            seq += 1
+            events.append(FileEvent(tenant=tenant, week=verdict.week, kind=kind, rel_path=rel, digest=digest,
+                                    seq=seq))
+    return events, new_refusals, new_state()

@@ -1,0 +1,141 @@
+"""The pure scan of the incoming folder: out-of-range dates, symbolic links, run keys (real files, real links)."""
+import datetime as dt
+import json
+import os
+
+from riskml_assets.core.watch import dump_state, entry_refusal, load_state, scan
+
+TODAY = dt.date(2026, 11, 25)  # a Wednesday: week 2026-11-23 is the current week
+FIRST = "2010-01-04"
+
+
+def put(root, rel, data=b"PAR1 some bytes"):
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+def run(root, state=None, today=TODAY):
+    events, refused, new = scan(root, state or load_state(None), today=today, first_week=FIRST)
+    # the state must survive the cursor round trip unchanged
+    assert load_state(dump_state(new)) == new
+    return events, dict(refused), new
+
+
+def test_out_of_range_and_impossible_dates_are_refused_once_and_the_others_go_on(tmp_path):
+    put(tmp_path, "acme/snapshots-2099-01-05.parquet")  # far future
+    put(tmp_path, "acme/snapshots-2009-12-28.parquet")  # before the first week
+    put(tmp_path, "acme/snapshots-2026-11-28.parquet")  # later this week, beyond tomorrow: future
+    put(tmp_path, "acme/snapshots-2026-13-45.csv")  # impossible date
+    put(tmp_path, "acme/snapshots-2026-11-16.parquet")  # good (last week)
+    put(tmp_path, "acme/outcomes-2026-11-25.parquet")  # good: today, the current week is accepted
+    put(tmp_path, "beta/snapshots-2016-03-07.parquet")  # good: old history after the first week
+    events, refused, state = run(tmp_path)
+    assert sorted((e.rel_path, e.week) for e in events) == [
+        ("acme/outcomes-2026-11-25.parquet", "2026-11-23"),
+        ("acme/snapshots-2026-11-16.parquet", "2026-11-16"),
+        ("beta/snapshots-2016-03-07.parquet", "2016-03-07"),
+    ]
+    assert set(refused) == {"acme/snapshots-2099-01-05.parquet", "acme/snapshots-2009-12-28.parquet",
+                            "acme/snapshots-2026-11-28.parquet", "acme/snapshots-2026-13-45.csv"}
+    assert "(future)" in refused["acme/snapshots-2099-01-05.parquet"]
+    assert "(before_first_week)" in refused["acme/snapshots-2009-12-28.parquet"]
+    assert "RISKML_FIRST_WEEK" in refused["acme/snapshots-2009-12-28.parquet"]
+    assert "impossible date" in refused["acme/snapshots-2026-13-45.csv"]
+    assert set(state["refused"]) == set(refused)
+    # next scan: nothing new, nothing reported again
+    events2, refused2, state2 = run(tmp_path, state)
+    assert events2 == [] and refused2 == {}
+    # once its day has come, the file dated later this week is accepted (same content, no change needed)
+    events3, refused3, state3 = run(tmp_path, state2, today=dt.date(2026, 11, 28))
+    assert [e.rel_path for e in events3] == ["acme/snapshots-2026-11-28.parquet"] and refused3 == {}
+    assert "acme/snapshots-2026-11-28.parquet" not in state3["refused"]
+
+
+def test_dangling_symlinks_are_refused_and_the_scan_goes_on(tmp_path):
+    root = tmp_path / "incoming"
+    put(root, "acme/snapshots-2026-11-16.parquet")
+    os.symlink(tmp_path / "gone.parquet", root / "acme" / "snapshots-2026-11-17.parquet")
+    os.symlink(tmp_path / "gone-dir", root / "ghost")  # a dangling tenant folder
+    os.symlink("loop", root / "acme" / "loop")  # a link to itself
+    events, refused, _ = run(root)
+    assert [e.rel_path for e in events] == ["acme/snapshots-2026-11-16.parquet"]
+    assert set(refused) == {"acme/snapshots-2026-11-17.parquet", "ghost/", "acme/loop"}
+    assert "dangling symbolic link" in refused["acme/snapshots-2026-11-17.parquet"]
+    assert "dangling symbolic link" in refused["acme/loop"]
+    assert "is a symbolic link" in refused["ghost/"]
+
+
+def test_symlinks_leaving_the_tenant_folder_are_refused(tmp_path):
+    root = tmp_path / "incoming"
+    other = put(root, "other/snapshots-2026-11-16.parquet", b"other tenant rows")
+    secret = put(tmp_path, "secret.csv", b"opportunity_id\nX\n")
+    acme = root / "acme"
+    put(root, "acme/exports/latest.parquet", b"acme rows")
+    os.symlink(other, acme / "snapshots-2026-11-17.parquet")  # another tenant's file
+    os.symlink(secret, acme / "snapshots-2026-11-18.csv")  # any readable file
+    os.symlink("../other/snapshots-2026-11-16.parquet", acme / "outcomes-2026-11-16.parquet")  # relative escape
+    os.symlink("exports/latest.parquet", acme / "snapshots-2026-11-19.parquet")  # inside its own folder: fine
+    os.symlink(root / "other", root / "evil")  # a tenant folder that is another tenant's folder
+    os.symlink(tmp_path, root / "evil2")  # a tenant folder linking outside the incoming root
+    events, refused, _ = run(root)
+    assert sorted(e.rel_path for e in events) == ["acme/snapshots-2026-11-19.parquet",
+                                                   "other/snapshots-2026-11-16.parquet"]
+    assert set(refused) == {"acme/snapshots-2026-11-17.parquet", "acme/snapshots-2026-11-18.csv",
+                            "acme/outcomes-2026-11-16.parquet", "evil/", "evil2/"}
+    for rel in ("acme/snapshots-2026-11-17.parquet", "acme/snapshots-2026-11-18.csv",
+                "acme/outcomes-2026-11-16.parquet"):
+        assert "resolves outside the tenant folder acme/" in refused[rel]
+    assert all(not e.tenant == "evil" for e in events)
+    # the pure predicate, as the ingestion listing uses it
+    assert entry_refusal(acme / "snapshots-2026-11-19.parquet", acme) is None
+    assert entry_refusal(acme / "exports", acme) is None
+    assert "outside" in entry_refusal(acme / "snapshots-2026-11-18.csv", acme)
+    assert "is a symbolic link" in entry_refusal(root / "evil" / "snapshots-2026-11-16.parquet", root / "evil")
+
+
+def test_an_incoming_root_behind_a_link_is_fine(tmp_path):
+    real = tmp_path / "mnt"
+    put(real, "acme/snapshots-2026-11-16.parquet")
+    os.symlink("snapshots-2026-11-16.parquet", real / "acme" / "snapshots-2026-11-17.parquet")
+    os.symlink(real, tmp_path / "incoming")
+    events, refused, _ = run(tmp_path / "incoming")
+    assert refused == {} and len(events) == 2
+
+
+def test_revert_to_earlier_content_is_a_new_event_with_a_new_run_key(tmp_path):
+    f = put(tmp_path, "acme/snapshots-2026-11-16.parquet", b"content A")
+    keys = []
+    state = None
+    for content in (b"content A", b"content B!", b"content A"):
+        f.write_bytes(content)
+        os.utime(f, ns=(f.stat().st_mtime_ns + 10**9,) * 2)  # a distinct mtime even on coarse clocks
+        events, _, state = run(tmp_path, state)
+        assert len(events) == 1
+        keys.append(events[0].run_key)
+    assert len(set(keys)) == 3, keys
+    assert keys[0].split("#")[0] == keys[2].split("#")[0]  # same file and content, different event number
+    # unchanged or merely touched: no event at all, so never a second run
+    assert run(tmp_path, state)[0] == []
+    os.utime(f, ns=(f.stat().st_mtime_ns + 10**9,) * 2)
+    assert run(tmp_path, state)[0] == []
+    # the same cursor evaluated twice (a tick retried by the daemon) gives the same run key
+    f.write_bytes(b"content C")
+    assert run(tmp_path, state)[0][0].run_key == run(tmp_path, state)[0][0].run_key
+
+
+def test_version_1_cursor_still_loads(tmp_path):
+    put(tmp_path, "acme/snapshots-2026-11-16.parquet")
+    old = json.dumps({"v": 1, "files": {}, "refused": {}})
+    events, _, state = run(tmp_path, load_state(old))
+    assert state["seq"] == 1 and events[0].run_key.endswith("#1")
+
+
+def test_file_through_a_linked_tenant_folder_never_becomes_an_event(tmp_path):
+    root = tmp_path / "incoming"
+    put(tmp_path, "elsewhere/snapshots-2026-11-16.parquet")
+    root.mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "acme")
+    events, refused, _ = run(root)
+    assert events == [] and list(refused) == ["acme/"]
