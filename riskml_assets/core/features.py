@@ -500,11 +500,11 @@ def select_extra_columns(snapshots, cfg: ExtraFeatureConfig | None = None) -> tu
     return kept, skipped
 
 
-def _pin(fd: FeatureDef, **extra) -> dict:
+def _pin(fd: FeatureDef, template: FeatureDef | None = None, **extra) -> dict:
     pin = {"version": fd.version, "hash": fd.definition_hash, "kind": fd.kind, "sources": list(fd.sources),
            "critical": fd.critical, "description": fd.description}
     if fd.parametric:
-        pin.update(params=fd.param_values, template_hash=fd.template_hash, **extra)
+        pin.update(params=fd.param_values, template_hash=(template or fd).template_hash, **extra)
     return pin
 
 
@@ -553,7 +553,7 @@ def build_manifest(overrides: Mapping[str, int] | None = None, exclude: tuple[st
             continue
         tpl = EXTRA_TEMPLATES[(item["kind"], 1)]
         fd = tpl.bind({"column": item["column"]}, name=name, sources=(f"col:{item['column']}",))
-        manifest[name] = _pin(fd, params_source="config" if item["column"] in cfg.extra.columns else "auto")
+        manifest[name] = _pin(fd, tpl, params_source="config" if item["column"] in cfg.extra.columns else "auto")
         rep["extra_features"][name] = item
     return manifest
 

@@ -3,7 +3,9 @@ as pinned features, features without usable values, and conflicting outcomes. Pu
 from __future__ import annotations
 
 import copy
+import json
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,6 +148,12 @@ def test_extra_columns_become_pinned_versioned_features(habits):
         assert F.resolve_pin(name, pin).definition_hash == pin["hash"]
     assert report["extra_features"]["x_lead_source"]["levels"] == len(S.LEAD_SOURCES)
     F.verify_manifest(m)
+    # the lock file pins the code of every per-tenant feature (the template), whatever its parameters
+    lock = json.loads((Path(F.__file__).parent / "feature_lock.json").read_text())
+    for name, pin in m.items():
+        key, h = F.lock_key(name, pin)
+        assert lock[key] == h, name
+    assert F.lock_key("x_lead_score", m["x_lead_score"])[0] == "x_<numeric>@1"
     feats, unavailable = F.extract_features(F.build_base_frame(habits.snapshots), m)
     got = feats.to_pandas().merge(habits.snapshots[["opportunity_id", "snapshot_date", "lead_score", "lead_source"]])
     np.testing.assert_array_equal(got["x_lead_score"].to_numpy(), got["lead_score"].to_numpy())
