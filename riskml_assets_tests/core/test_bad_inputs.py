@@ -115,7 +115,7 @@ CASES: list[Case] = [
     Case("over-long string (300 characters)", S, [r(account_id="a" * 300)], ["bad_string"]),
     Case("formula cell =HYPERLINK(...)", S, [r(account_id=HYPERLINK)], [KEPT],
          check=lambda v: HYPERLINK in set(v["account_id"])),
-    Case("formula cell +cmd / -/@ prefixes", S, [r(owner_id="+cmd|' /C calc'!A0"), r(owner_id="@SUM(A1)")],
+    Case("formula cell with + and @ prefixes", S, [r(owner_id="+cmd|' /C calc'!A0"), r(owner_id="@SUM(A1)")],
          [KEPT, KEPT], check=lambda v: "+cmd|' /C calc'!A0" in set(v["owner_id"])),
     Case("| in strings", S, [r(opportunity_id="opp|1", stage="nego|tiation")], [KEPT],
          check=lambda v: "opp|1" in set(v["opportunity_id"]) and "nego|tiation" in set(v["stage"])),
