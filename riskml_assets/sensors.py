@@ -52,10 +52,11 @@ def ingestion_blocked(instance: dg.DagsterInstance, tenant: str, week: str) -> s
     """Why a tenant-week must not be trained, judged on the latest ingestion of *that* partition; None when clean.
 
     Blocked when: the week has no ingested snapshots; the latest ingestion attempt of any ingest asset
-    (snapshots, outcomes, activities, interactions) of the partition failed after its last successful
-    materialization (the stored value is stale); or a blocking ERROR check evaluated with the latest
-    materialization of any of them failed (an input gate, an unreadable file, ...) or never completed
-    in a failed run. Each ingest asset is judged on its own latest materialization, so an asset
+    (snapshots, outcomes, activities, interactions) of the partition ended in a failed run without
+    materializing, after its last successful materialization (the stored value is stale; Dagster OSS
+    records no "failed to materialize" event, so the latest *planned* materialization is compared);
+    or a blocking ERROR check evaluated with the latest materialization of any of them failed (an
+    input gate, an unreadable file, ...) or never completed in a failed run. Each ingest asset is judged on its own latest materialization, so an asset
     re-ingested in a later, separate run is seen too.
 
     The checks are the in-asset ``check_specs`` of a partitioned asset: Dagster stores their results
@@ -70,14 +71,17 @@ def ingestion_blocked(instance: dg.DagsterInstance, tenant: str, week: str) -> s
         name = key.to_user_string()
         flt = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk])
         mats = instance.fetch_materializations(flt, limit=1).records
-        fails = instance.fetch_failed_materializations(flt, limit=1).records
-        if name == "risk_snapshots" and not mats and not fails:
-            return "no ingested snapshots for the week"
-        if fails and (not mats or fails[0].storage_id > mats[0].storage_id):
-            reasons.append(f"{name} ingestion failed (run {fails[0].run_id[:8]})"
-                           + (", its stored value is stale" if mats else ""))
-            continue
+        planned = instance.get_latest_planned_materialization_info(key, partition=pk)
+        if planned is not None and (not mats or planned.storage_id > mats[0].storage_id):
+            # the latest attempt did not materialize: failed (or still running) after the last stored value
+            run = instance.get_run_by_id(planned.run_id)
+            if run is not None and run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS:
+                reasons.append(f"{name} ingestion failed (run {planned.run_id[:8]} {run.status.value})"
+                               + (", its stored value is stale" if mats else ""))
+                continue
         if not mats:
+            if name == "risk_snapshots":
+                return "; ".join([*reasons, "no ingested snapshots for the week"])
             continue
         rec = mats[0]
         blocking = {spec.key.name: spec.blocking for spec in asset.check_specs}

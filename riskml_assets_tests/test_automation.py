@@ -246,3 +246,84 @@ def test_a_file_reverted_to_earlier_content_is_requested_again(watch):
     assert len(set(keys)) == 3
     assert res.run_requests[0].tags["riskml/sha256"] == hashlib.sha256(a).hexdigest()[:16]
     assert not daemon_tick(watch, cursor).run_requests
+
+
+def schedule_for(platform, week):
+    """Evaluate the weekly schedule on the Monday 06:00 UTC after ``week``; (partition keys requested, skip message)."""
+    monday_after = dt.datetime.fromisoformat(week) + dt.timedelta(days=7, hours=6)
+    ctx = dg.build_schedule_context(instance=platform.instance,
+                                    scheduled_execution_time=monday_after.replace(tzinfo=dt.timezone.utc),
+                                    repository_def=platform.defs.get_repository_def())
+    data = weekly_retraining_schedule.evaluate_tick(ctx)
+    return sorted(r.partition_key for r in data.run_requests or []), data.skip_message
+
+
+def test_schedule_skips_a_week_with_an_unreadable_file(watch, capfd):
+    """Item 17: the readable files are ingested, the unreadable one fails <asset>_files_readable, and the
+    weekly schedule sees it and skips the tenant with a log line; a clean tenant is still retrained."""
+    from riskml_assets.sensors import ingestion_blocked
+
+    for t, off in (("clean", 40), ("broken", 41)):
+        simulator.write_tenant(simulator.simulate_tenant(simulator.TenantSpec(t, 15.0, off), weeks=1),
+                               watch.incoming, watch.oracle)
+    week = watch.weeks("clean")[-1]
+    assert watch.run("ingest_job", "clean", week).success
+    assert watch.run("ingest_job", "broken", week).success
+    assert schedule_for(watch, week)[0] == [f"broken|{week}", f"clean|{week}"]
+    # a second snapshot file of the same week arrives and cannot be read
+    (watch.incoming / "broken" / f"snapshots-{week}.parquet").write_bytes(b"PAR1 this is not parquet")
+    res = watch.run("ingest_job", "broken", week)
+    assert not res.success
+    assert len(watch.load("risk_snapshots", "broken", week)) > 0  # the readable file is still ingested
+    why = ingestion_blocked(watch.instance, "broken", week)
+    assert why is not None and "risk_snapshots_files_readable" in why
+    capfd.readouterr()
+    requested, _ = schedule_for(watch, week)
+    assert requested == [f"clean|{week}"]
+    logged = [line for line in capfd.readouterr().err.splitlines() if "not retraining" in line]
+    assert len(logged) == 1 and "not retraining broken" in logged[0] and "files_readable" in logged[0]
+
+
+def test_schedule_judges_every_ingest_asset_on_its_latest_attempt_for_the_week(watch):
+    """Item 17: a blocking gate failed by an ingest asset re-run on its own (not the snapshots' run), or a
+    failed ingestion attempt that left a stale stored value, skips the tenant; a clean re-run unblocks it."""
+    from riskml_assets.sensors import ingestion_blocked
+
+    files = simulator.write_tenant(simulator.simulate_tenant(simulator.TenantSpec("acme", 15.0, 42), weeks=2),
+                                   watch.incoming, watch.oracle)
+    weeks = watch.weeks("acme")
+    week, older = weeks[-1], weeks[-2]
+    outcomes = [f for f in files if f.name.startswith("outcomes-") and _week_of(f) == week][0]
+    good = outcomes.read_bytes()
+    assert watch.run("ingest_job", "acme", week).success
+    job = watch.defs.resolve_job_def("ingest_job")
+
+    def outcomes_only():
+        return job.execute_in_process(partition_key=f"acme|{week}", instance=watch.instance, raise_on_error=False,
+                                      asset_selection=[dg.AssetKey("opportunity_outcomes")])
+
+    # an older week failing its gates does not block the week to train
+    older_snap = [f for f in files if f.name.startswith("snapshots-") and _week_of(f) == older][0]
+    df = pd.read_parquet(older_snap)
+    pd.concat([df, df.assign(deal_value=df.deal_value + 1)]).to_parquet(older_snap, index=False)
+    assert not watch.run("ingest_job", "acme", older).success
+    assert schedule_for(watch, week)[0] == [f"acme|{week}"]
+    # 1. the outcomes of the week re-ingested alone, with duplicate keys: its blocking gate fails
+    df = pd.read_parquet(outcomes)
+    pd.concat([df, df.assign(actual_revenue=df.actual_revenue + 1)]).to_parquet(outcomes, index=False)
+    assert not outcomes_only().success
+    why = ingestion_blocked(watch.instance, "acme", week)
+    assert why is not None and "opportunity_outcomes_duplicate_keys" in why
+    assert schedule_for(watch, week)[0] == []
+    # 2. the only outcomes file becomes unreadable: the attempt fails, the stored outcomes are stale
+    outcomes.write_bytes(b"PAR1 garbage")
+    assert not outcomes_only().success
+    why = ingestion_blocked(watch.instance, "acme", week)
+    assert why is not None and "opportunity_outcomes ingestion failed" in why and "stale" in why
+    requested, skip = schedule_for(watch, week)
+    assert requested == [] and "acme" in skip
+    # 3. the file is fixed and re-ingested: the latest results are clean again
+    outcomes.write_bytes(good)
+    assert outcomes_only().success
+    assert ingestion_blocked(watch.instance, "acme", week) is None
+    assert schedule_for(watch, week)[0] == [f"acme|{week}"]
