@@ -2,9 +2,16 @@
 
 Built on ``dagster.UPathIOManager`` so the same code writes to a local folder or to any fsspec URL
 (``abfs://container/path`` on Azure through adlfs). Nothing is pickled.
+
+Partition keys become path segments, so they are checked before any path is built, for outputs and
+inputs alike: the ``tenant`` dimension must follow the data contract (``contract.validate_tenant``),
+no key may hold a path separator or be ``.``/``..``, and every path must stay under ``base_path``
+(a dynamic partition such as ``../evil`` added to the instance would otherwise write outside it).
 """
 
 import json
+import os
+import posixpath
 from typing import Any
 
 import dagster as dg
@@ -12,7 +19,32 @@ import pandas as pd
 import polars as pl
 from upath import UPath
 
+from .core.contract import ContractError, validate_tenant
+
 PARQUET, JSON = ".parquet", ".json"
+
+
+def check_partition_key(key: Any) -> None:
+    """ContractError unless every dimension of ``key`` is safe as a path segment (the tenant by the contract)."""
+    dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else {"": key}
+    for dim, value in dims.items():
+        if dim == "tenant":
+            validate_tenant(value)
+        elif (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value
+              or "\x00" in value):
+            raise ContractError(f"partition key {value!r}{f' (dimension {dim})' if dim else ''} cannot be a path "
+                                f"segment: it is empty, '.', '..' or holds a path separator")
+
+
+def is_inside(base: UPath, path: UPath) -> bool:
+    """Is ``path`` lexically inside ``base`` (``..`` segments resolved, links not followed)?"""
+    if getattr(base, "protocol", "") in ("", "file", "local"):
+        b, p = os.path.normpath(os.path.abspath(str(base))), os.path.normpath(os.path.abspath(str(path)))
+        return p == b or p.startswith(b.rstrip(os.sep) + os.sep)
+    if getattr(path, "protocol", None) != base.protocol:
+        return False
+    b, p = posixpath.normpath(base.path), posixpath.normpath(path.path)
+    return p == b or p.startswith(b.rstrip("/") + "/")
 
 
 class RiskmlUPathIOManager(dg.UPathIOManager):
@@ -20,6 +52,40 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
 
     def _with_extension(self, path):  # keep the partition path bare; the suffix is added per object
         return path
+
+    def _refuse(self, context, what: str, why: str):
+        asset = context.asset_key.to_user_string() if context.has_asset_key else "output"
+        io = "reading" if isinstance(context, dg.InputContext) else "writing"
+        return ContractError(f"riskml IO manager: refused {io} {asset} for {what}: {why}; nothing was "
+                             f"{'read' if io == 'reading' else 'written'} (storage root {self._base_path})")
+
+    def _inside_or_raise(self, context, path: UPath, what: str) -> UPath:
+        if not is_inside(self._base_path, path):
+            raise self._refuse(context, what, f"the path {path} leaves the storage root")
+        return path
+
+    def _get_paths_for_partitions(self, context):
+        # the keys are checked before any path is built (outputs and inputs alike)
+        for key in context.asset_partition_keys:
+            try:
+                check_partition_key(key)
+            except ContractError as exc:
+                raise self._refuse(context, f"partition key {str(key)!r}", str(exc)) from None
+        paths = super()._get_paths_for_partitions(context)
+        for key, path in paths.items():
+            self._inside_or_raise(context, path, f"partition key {str(key)!r}")
+        return paths
+
+    def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
+        # also the join point of Dagster's backcompat multi-partition paths: never leave the root
+        path = super().make_safe_partition_path(base_path, partition)
+        if not is_inside(self._base_path, path):
+            raise ContractError(f"riskml IO manager: partition {partition!r} would leave the storage root "
+                                f"{self._base_path}; nothing was read or written")
+        return path
+
+    def _get_path(self, context):
+        return self._inside_or_raise(context, super()._get_path(context), "its asset path")
 
     def handle_output(self, context: dg.OutputContext, obj: Any):
         if context.has_asset_partitions and isinstance(obj, dict) and obj and all(

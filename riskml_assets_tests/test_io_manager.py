@@ -1,0 +1,85 @@
+"""The IO manager never leaves its storage root: hostile partition keys on a real instance (item 16)."""
+import dagster as dg
+import pandas as pd
+import pytest
+from upath import UPath
+
+from riskml_assets.core.contract import ContractError
+from riskml_assets.io_manager import RiskmlIOManager, check_partition_key, is_inside
+from riskml_assets.partitions import tenant_week
+
+WEEK = "2026-11-16"
+
+
+@dg.asset(partitions_def=tenant_week)
+def probe() -> pd.DataFrame:
+    return pd.DataFrame({"x": [1, 2]})
+
+
+@dg.asset(partitions_def=tenant_week)
+def reader(probe: pd.DataFrame) -> pd.DataFrame:
+    return probe.assign(x=probe.x * 10)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        instance.add_dynamic_partitions("tenant", ["acme", "../evil", "../../evil2"])
+        yield tmp_path, instance, {"io_manager": RiskmlIOManager(base_path=str(tmp_path / "store" / "assets"))}
+
+
+def files_under(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "dagster" not in p.parts)
+
+
+def error_of(res):
+    [failure] = res.get_step_failure_events()
+    err = failure.event_specific_data.error
+    return "\n".join(e.message for e in (err, err.cause) if e is not None)
+
+
+def test_a_hostile_tenant_key_writes_nothing_anywhere_and_says_why(store):
+    root, instance, resources = store
+    ok = dg.materialize([probe], partition_key=f"acme|{WEEK}", instance=instance, resources=resources)
+    assert ok.success and files_under(root) == [f"store/assets/probe/acme/{WEEK}.parquet"]
+    for tenant in ("../evil", "../../evil2"):
+        res = dg.materialize([probe], partition_key=f"{tenant}|{WEEK}", instance=instance, resources=resources,
+                             raise_on_error=False)
+        assert not res.success
+        msg = error_of(res)
+        assert "refused writing probe" in msg and f"invalid tenant id {tenant!r}" in msg and "nothing was written" in msg
+    # before the fix: store/assets/evil/<week>.parquet and store/evil2/<week>.parquet
+    assert files_under(root) == [f"store/assets/probe/acme/{WEEK}.parquet"]
+
+
+def test_a_hostile_tenant_key_reads_nothing_outside_the_root(store):
+    root, instance, resources = store
+    assert dg.materialize([probe], partition_key=f"acme|{WEEK}", instance=instance, resources=resources).success
+    planted = root / "store" / "assets" / "evil" / f"{WEEK}.parquet"  # where probe/../evil/<week> points
+    planted.parent.mkdir(parents=True)
+    pd.DataFrame({"x": [666]}).to_parquet(planted, index=False)
+    res = dg.materialize([probe, reader], selection=[reader], partition_key=f"../evil|{WEEK}", instance=instance,
+                         resources=resources, raise_on_error=False)
+    assert not res.success
+    msg = error_of(res)
+    assert "refused reading probe" in msg and "invalid tenant id '../evil'" in msg and "nothing was read" in msg
+    assert not res.get_asset_materialization_events()
+    # only the planted file and acme's value; before the fix the planted rows were read and reader/../evil written
+    assert files_under(root) == [f"store/assets/evil/{WEEK}.parquet", f"store/assets/probe/acme/{WEEK}.parquet"]
+
+
+def test_keys_and_paths_checked_by_the_io_manager():
+    check_partition_key(dg.MultiPartitionKey({"tenant": "acme-1", "week": WEEK}))
+    for bad in ({"tenant": "../x", "week": WEEK}, {"tenant": "Acme", "week": WEEK}, {"tenant": "acme", "week": ".."},
+                {"tenant": "acme", "week": "2026/11"}):
+        with pytest.raises(ContractError):
+            check_partition_key(dg.MultiPartitionKey(bad))
+    with pytest.raises(ContractError):
+        check_partition_key("a\\..\\b")
+    base = UPath("memory://bucket/assets")
+    assert is_inside(base, base / "probe" / "acme" / WEEK)
+    assert not is_inside(base, base / "probe" / ".." / ".." / "x")
+    assert not is_inside(base, UPath("memory://bucket/assets-other/x"))
+    local = UPath("store/assets")
+    assert is_inside(local, local / "a" / ".." / "b") and not is_inside(local, local / ".." / "b")
