@@ -12,7 +12,8 @@ import dagster as dg
 
 from .assets.ingest import ingest_assets
 from .core.contract import latest_complete_week
-from .core.watch import dump_state, load_state, scan
+from .core.schemas import ROUTED_KINDS
+from .core.watch import dump_state, load_state, scan, weeks_to_ingest
 from .jobs import full_job, ingest_job, train_job
 from .partitions import PARTITIONS_START, partition_key, tenant_partitions
 from .resources import RiskmlSettings
@@ -32,13 +33,26 @@ def snapshot_sensor(context: dg.SensorEvaluationContext, riskml: RiskmlSettings)
                             f"per content; the other files go on; the file is left in place)")
     known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
     new_tenants = sorted({e.tenant for e in events} - known)
-    requests = [
-        dg.RunRequest(run_key=e.run_key, partition_key=partition_key(e.tenant, e.week),
-                      tags={"riskml/file": e.rel_path, "riskml/kind": e.kind, "riskml/sha256": e.digest[:16]})
-        for e in events
-    ]
+    ingested = None  # tenant -> weeks with ingested snapshots, read once and only for a routed (outcomes) file
+    requests = []
     for e in events:
-        context.log.info(f"new file {e.rel_path} -> ingest {e.tenant}|{e.week}")
+        weeks = [e.week]
+        if e.kind in ROUTED_KINDS:
+            if ingested is None:
+                ingested = {}
+                for pk in context.instance.get_materialized_partitions(dg.AssetKey("risk_snapshots")):
+                    t, _, w = pk.partition("|")
+                    ingested.setdefault(t, set()).add(w)
+            weeks = weeks_to_ingest(e, ingested.get(e.tenant, set()), first_week=PARTITIONS_START)
+        tags = {"riskml/file": e.rel_path, "riskml/kind": e.kind, "riskml/sha256": e.digest[:16]}
+        for w in weeks:
+            own = w == e.week
+            requests.append(dg.RunRequest(run_key=e.run_key if own else f"{e.run_key}>{w}",
+                                          partition_key=partition_key(e.tenant, w),
+                                          tags=tags if own else {**tags, "riskml/late_rows_from": e.week}))
+        context.log.info(f"new file {e.rel_path} -> ingest {e.tenant}|{e.week}"
+                         + (f" and the earlier weeks it may carry rows for: {', '.join(weeks[1:])}"
+                            if len(weeks) > 1 else ""))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[tenant_partitions.build_add_request(new_tenants)] if new_tenants else [],

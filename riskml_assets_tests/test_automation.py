@@ -327,3 +327,24 @@ def test_schedule_judges_every_ingest_asset_on_its_latest_attempt_for_the_week(w
     assert outcomes_only().success
     assert ingestion_blocked(watch.instance, "acme", week) is None
     assert schedule_for(watch, week)[0] == [f"acme|{week}"]
+
+
+def test_a_new_outcomes_file_also_reingests_the_earlier_weeks_it_may_carry_late_rows_for(watch):
+    """Outcomes are routed to the week of their closed_at: a new outcomes file is also read by the ingestion of
+    the LATE_WEEKS weeks before its own, so those already ingested are requested again (never-ingested weeks
+    read it when their own ingestion comes)."""
+    files = write_week(watch, "late", kinds=("snapshots", "outcomes"), weeks=2, offset=15)
+    weeks = sorted({_week_of(f) for f in files})
+    older, last = weeks[-2], weeks[-1]
+    new_outcomes = [f for f in files if f.name.startswith("outcomes-") and _week_of(f) == last][0]
+    aside = new_outcomes.with_name(".held-back")
+    new_outcomes.rename(aside)
+    res = daemon_tick(watch)
+    assert sorted(r.partition_key for r in res.run_requests) == sorted(
+        [f"late|{older}", f"late|{older}", f"late|{last}"])  # no earlier week ingested yet: own weeks only
+    assert watch.run("ingest_job", "late", older).success
+    aside.rename(new_outcomes)
+    res2 = daemon_tick(watch, res.cursor)
+    got = [(r.partition_key, r.tags.get("riskml/late_rows_from")) for r in res2.run_requests]
+    assert got == [(f"late|{last}", None), (f"late|{older}", last)]
+    assert len({r.run_key for r in [*res.run_requests, *res2.run_requests]}) == 5

@@ -19,7 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import ContractError, parse_incoming_name, validate_tenant, week_in_range, week_key
+from .contract import ContractError, parse_incoming_name, validate_tenant, week_in_range
+from .ingest import reads_weeks
 
 STATE_VERSION = 2  # 2: event counter ``seq`` (absent in version 1 cursors: starts at 0)
 
@@ -36,6 +37,20 @@ class FileEvent:
     @property
     def run_key(self) -> str:
         return f"{self.rel_path}@{self.digest[:16]}#{self.seq}"
+
+
+def weeks_to_ingest(event: FileEvent, ingested_weeks, *, today: dt.date | None = None,
+                    first_week: str | None = None) -> list[str]:
+    """The weeks whose ingestion a new or changed file calls for, the file's own week first.
+
+    A routed kind (outcomes) is also read by the ingestion of the LATE_WEEKS weeks before its own
+    (``ingest.reads_weeks``): those of them already ingested (``ingested_weeks``, week keys of the
+    tenant) must be ingested again, or the late rows the file carries for them would never reach them.
+    Weeks not ingested yet read the file when their own ingestion comes. Only accepted weeks are listed.
+    """
+    earlier = [w for w in reads_weeks(event.kind, dt.date.fromisoformat(event.week)) if w != event.week]
+    return [event.week] + [w for w in earlier if w in ingested_weeks
+                           and week_in_range(w, today=today, first=first_week).ok]
 
 
 def entry_refusal(path: Path, tenant_dir: Path) -> str | None:

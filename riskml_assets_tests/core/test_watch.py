@@ -139,3 +139,21 @@ def test_file_through_a_linked_tenant_folder_never_becomes_an_event(tmp_path):
     os.symlink(tmp_path / "elsewhere", root / "acme")
     events, refused, _ = run(root)
     assert events == [] and list(refused) == ["acme/"]
+
+
+def test_an_outcomes_file_also_calls_for_the_earlier_ingested_weeks_it_may_carry_rows_for(tmp_path):
+    from riskml_assets.core.schemas import LATE_WEEKS
+    from riskml_assets.core.watch import weeks_to_ingest
+
+    put(tmp_path, "acme/outcomes-2026-11-23.parquet")
+    put(tmp_path, "acme/snapshots-2026-11-20.parquet")
+    events, _, _ = run(tmp_path)
+    ev = {e.kind: e for e in events}
+    ingested = {"2026-11-16", "2026-11-09", "2026-06-01", "2026-11-23"}
+    weeks = weeks_to_ingest(ev["outcomes"], ingested, today=TODAY, first_week=FIRST)
+    assert weeks == ["2026-11-23", "2026-11-09", "2026-11-16"]  # own week first; 2026-06-01 is beyond LATE_WEEKS
+    assert LATE_WEEKS < 25
+    # snapshots belong to their own week only
+    assert weeks_to_ingest(ev["snapshots"], ingested, today=TODAY, first_week=FIRST) == ["2026-11-16"]
+    # never before the first week
+    assert weeks_to_ingest(ev["outcomes"], ingested, today=TODAY, first_week="2026-11-16") == ["2026-11-23", "2026-11-16"]
