@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +182,9 @@ def scan(root: Path, state: dict, *, today: dt.date | None = None,
                 refuse(rel, "unstat", f"cannot stat: {exc}")
                 continue
             quick = f"{st.st_size}:{st.st_mtime_ns}"
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end the hashing
+                refuse(rel, f"mode:{st.st_mode}", "not a regular file (a pipe, socket or device)")
+                continue
             try:
                 kind, date = parse_incoming_name(f.name)
             except ContractError as exc:

@@ -157,3 +157,11 @@ def test_an_outcomes_file_also_calls_for_the_earlier_ingested_weeks_it_may_carry
     assert weeks_to_ingest(ev["snapshots"], ingested, today=TODAY, first_week=FIRST) == ["2026-11-16"]
     # never before the first week
     assert weeks_to_ingest(ev["outcomes"], ingested, today=TODAY, first_week="2026-11-16") == ["2026-11-23", "2026-11-16"]
+
+
+def test_a_named_pipe_is_refused_instead_of_blocking_the_scan(tmp_path):
+    put(tmp_path, "acme/snapshots-2026-11-16.parquet")
+    os.mkfifo(tmp_path / "acme" / "snapshots-2026-11-17.parquet")  # hashing it would wait forever for a writer
+    events, refused, _ = run(tmp_path)
+    assert [e.rel_path for e in events] == ["acme/snapshots-2026-11-16.parquet"]
+    assert "not a regular file" in refused["acme/snapshots-2026-11-17.parquet"]
