@@ -6,12 +6,26 @@ version of the train split, and is scored on the SAME real test rows: AUC, Brier
 calibrated predictions (``metrics``), next to the raw ones. Validation and test never contain a
 synthetic row (checked, not assumed).
 
-``choose_variant`` is the gate: the configured variant (augmented and/or balanced) is kept only when its
-synthetic rows passed the quality gates and its test Brier is not worse than the baseline's by more
-than ``tolerance``; otherwise the baseline (real train rows, no balancing) is kept, with the reason.
+``choose_variant`` is the one decision function for augmentation and balancing. Its default rule
+(``require="helps"``): the configured variant is kept only when it **helps on both Brier and AUC**,
+judged with the paired 90 % opportunity-bootstrap intervals of its differences to the baseline on the
+same real test rows:
+
+1. its synthetic rows passed the quality gates;
+2. its test Brier is not worse than the baseline's by more than ``tolerance`` (the ablation gate);
+3. Brier is significantly better: the upper end of the 90 % interval of (variant - baseline) Brier is
+   below 0;
+4. AUC is not significantly worse: the upper end of the 90 % interval of (variant - baseline) AUC is
+   at least 0, **and** the observed AUC loss is at most ``auc_tolerance`` (0.005 by default — the
+   0.007-0.018 AUC that default oversampling cost on a real tenant is refused even when the interval is
+   wide).
+
+Otherwise the baseline (real train rows, no balancing) is kept, with the reason. ``require="point"`` /
+``"ci"`` are the older, more lenient rules (Brier only, within tolerance).
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Mapping
 
@@ -28,6 +42,8 @@ from .training import XGBParams, predict_raw, train_xgb_classifier
 
 BASELINE = "baseline"
 DEFAULT_TOLERANCE = 0.002
+DEFAULT_AUC_TOLERANCE = 0.005
+RULES = ("helps", "point", "ci")
 
 ABLATION_GATE = Gate(
     "augmented_examples_ablation_brier", "test_brier_delta_vs_baseline", "<=", DEFAULT_TOLERANCE, "fail",
@@ -50,7 +66,8 @@ DEFAULT_VARIANTS: dict[str, dict] = {
 TABLE_COLUMNS = ("variant", "augment", "balance", "real_train_rows", "synthetic_rows", "train_rows",
                  "train_lost_rate", "augmentation_skipped", "quality_passed", "test_rows", "auc", "brier", "ece",
                  "log_loss", "auc_raw", "brier_raw", "ece_raw", "delta_auc", "delta_brier", "delta_ece",
-                 "delta_brier_ci_low", "delta_brier_ci_high", "best_iteration", "seconds")
+                 "delta_brier_ci_low", "delta_brier_ci_high", "delta_auc_ci_low", "delta_auc_ci_high",
+                 "best_iteration", "seconds")
 
 VariantFn = Callable[[pd.DataFrame, Mapping, int], tuple[pd.DataFrame, dict]]
 
@@ -97,8 +114,9 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
     to ``{"augment": {...}, "balance": {...}}`` (keyword arguments of ``augment``/``balance``; either may
     be missing) or to ``fn(train, manifest, seed) -> (train', info)``. The baseline (real train rows, no
     balancing) is always included. Deterministic for a fixed ``seed`` (apart from ``seconds``).
-    ``delta_brier_ci_low/high``: 90 % interval of (variant Brier - baseline Brier) from a paired bootstrap
-    that resamples whole test opportunities (their snapshots share one outcome).
+    ``delta_brier_ci_low/high`` and ``delta_auc_ci_low/high``: 90 % intervals of (variant - baseline) Brier
+    and AUC from one paired bootstrap that resamples whole test opportunities (their snapshots share one
+    outcome; ``metrics.grouped_bootstrap_cis``).
     ``keep_models``: also return ``{variant: {"model": artifact, "calibrator": calibrator}}`` (so a refused
     candidate can be replaced by the baseline without training it again).
     """
@@ -149,36 +167,50 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
         table[f"delta_{m}"] = table[m] - base[m]
     groups = test["opportunity_id"].to_numpy() if "opportunity_id" in test.columns else np.arange(len(test))
 
-    def delta_brier(y, pp):
-        return M.brier(y, pp[:, 1]) - M.brier(y, pp[:, 0])
-
-    lo, hi = [], []
+    deltas = {"brier": lambda y, pp: M.brier(y, pp[:, 1]) - M.brier(y, pp[:, 0]),
+              "auc": lambda y, pp: M.roc_auc(y, pp[:, 1]) - M.roc_auc(y, pp[:, 0])}
+    ci = {f"delta_{m}_ci_{end}": [] for m in deltas for end in ("low", "high")}
     for name in table["variant"]:
         if name == BASELINE:
-            lo.append(0.0)
-            hi.append(0.0)
+            for v in ci.values():
+                v.append(0.0)
             continue
         pair = np.column_stack([preds[BASELINE], preds[name]])
-        a, b = M.grouped_bootstrap_ci(y_test, pair, delta_brier, groups, n_boot=n_boot, level=0.90, seed=seed)
-        lo.append(a)
-        hi.append(b)
-    table["delta_brier_ci_low"], table["delta_brier_ci_high"] = lo, hi
+        cis = M.grouped_bootstrap_cis(y_test, pair, deltas, groups, n_boot=n_boot, level=0.90, seed=seed)
+        for m, (a, b) in cis.items():
+            ci[f"delta_{m}_ci_low"].append(a)
+            ci[f"delta_{m}_ci_high"].append(b)
+    for col, vals in ci.items():
+        table[col] = vals
     return (table[list(TABLE_COLUMNS)], models) if keep_models else table[list(TABLE_COLUMNS)]
 
 
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
 def choose_variant(table: pd.DataFrame, candidate: str, tolerance: float = DEFAULT_TOLERANCE,
-                   baseline: str = BASELINE, require: str = "point") -> dict:
+                   baseline: str = BASELINE, require: str = "helps",
+                   auc_tolerance: float = DEFAULT_AUC_TOLERANCE) -> dict:
     """Keep ``candidate`` (the configured augmented/balanced variant) or fall back to the baseline.
 
-    The candidate is refused when its synthetic rows failed the quality gates, or when its test Brier
-    exceeds the baseline's by more than ``tolerance``: the observed difference (``require="point"``,
-    the default) or, stricter, the upper end of its 90 % opportunity-bootstrap interval (``require="ci"``:
-    kept only when even the pessimistic reading is within tolerance — on a small test split this
-    refuses almost everything, which is the honest answer). Returns ``{"kept", "candidate", "passed",
-    "delta_brier", "tolerance", "reason", ...}``.
+    ``require="helps"`` (default): the rule of the module docstring — kept only when its synthetic rows
+    passed the quality gates, its Brier is within ``tolerance`` of the baseline's, the 90 % interval of its
+    Brier difference lies below 0 and its AUC is not significantly worse (the 90 % interval of the AUC
+    difference reaches 0 or above, and the observed loss is at most ``auc_tolerance``).
+    ``require="point"``: Brier only, kept when the observed difference is within ``tolerance``;
+    ``require="ci"``: Brier only, kept when the upper end of its interval is within ``tolerance``.
+
+    Returns ``{"kept", "candidate", "passed", "rule", "delta_brier", "delta_brier_ci", "delta_auc",
+    "delta_auc_ci", "tolerance", "auc_tolerance", "criteria", "reason", ...}``. ``passed`` is False
+    whenever the candidate was refused; ``harmful`` says whether the refusal is the ablation gate's
+    (Brier worse by more than ``tolerance``, or failed quality gates) rather than "did not help".
     """
-    if require not in ("point", "ci"):
-        raise ValueError(f"require must be 'point' or 'ci', got {require!r}")
+    if require not in RULES:
+        raise ValueError(f"require must be one of {RULES}, got {require!r}")
     by_name = table.set_index("variant")
     if baseline not in by_name.index:
         raise ValueError(f"the ablation table has no {baseline!r} row")
@@ -186,41 +218,66 @@ def choose_variant(table: pd.DataFrame, candidate: str, tolerance: float = DEFAU
         raise ValueError(f"unknown candidate variant {candidate!r}; the table has {list(by_name.index)}")
     b, c = by_name.loc[baseline], by_name.loc[candidate]
     delta = float(c["brier"] - b["brier"])
-    out = {"candidate": candidate, "delta_brier": delta, "tolerance": float(tolerance),
-           "brier_baseline": float(b["brier"]), "brier_candidate": float(c["brier"])}
+    d_auc = float(c["auc"] - b["auc"]) if "auc" in c.index and "auc" in b.index else float("nan")
+    b_ci = [float(c.get("delta_brier_ci_low", float("nan"))), float(c.get("delta_brier_ci_high", float("nan")))]
+    a_ci = [float(c.get("delta_auc_ci_low", float("nan"))), float(c.get("delta_auc_ci_high", float("nan")))]
+    out = {"candidate": candidate, "rule": require, "delta_brier": delta, "delta_brier_ci": b_ci,
+           "delta_auc": d_auc, "delta_auc_ci": a_ci, "tolerance": float(tolerance),
+           "auc_tolerance": float(auc_tolerance), "brier_baseline": float(b["brier"]),
+           "brier_candidate": float(c["brier"]), "harmful": False}
+    if "auc" in c.index:
+        out.update(auc_baseline=float(b["auc"]), auc_candidate=float(c["auc"]))
+
+    def refuse(reason: str, harmful: bool = False, **extra) -> dict:
+        return {**out, **extra, "kept": baseline, "passed": False, "harmful": harmful,
+                "reason": f"{candidate} refused: {reason}; kept {baseline} (real train rows, no balancing)"}
+
     if candidate == baseline:
         return {**out, "kept": baseline, "passed": True, "reason": "the baseline was configured: nothing to gate"}
     if c.get("quality_passed") is False:
-        return {**out, "kept": baseline, "passed": False,
-                "reason": f"{candidate} refused: its synthetic rows failed the quality gates; kept {baseline}"}
+        return refuse("its synthetic rows failed the quality gates", harmful=True)
     gate = Gate(ABLATION_GATE.name, ABLATION_GATE.metric, ABLATION_GATE.op, float(tolerance), ABLATION_GATE.action)
     if not gate.evaluate(delta).passed:
-        return {**out, "kept": baseline, "passed": False,
-                "reason": f"{candidate} refused: test Brier {c['brier']:.4f} is worse than the baseline's "
-                          f"{b['brier']:.4f} by {delta:.4f} > tolerance {tolerance:g}; kept {baseline}"}
-    if require == "ci":
-        hi = float(c.get("delta_brier_ci_high", float("nan")))
-        if not gate.evaluate(hi).passed:
-            return {**out, "kept": baseline, "passed": False,
-                    "reason": f"{candidate} refused: the upper end of the 90% interval of its Brier difference "
-                              f"({hi:+.4f}) exceeds the tolerance {tolerance:g}; kept {baseline}"}
+        return refuse(f"test Brier {c['brier']:.4f} is worse than the baseline's {b['brier']:.4f} by {delta:.4f} "
+                      f"> tolerance {tolerance:g}", harmful=True)
     if c.get("augmentation_skipped") is True and not c.get("balance"):
         return {**out, "kept": baseline, "passed": True,
                 "reason": f"{candidate}: augmentation skipped (enough real rows), identical to {baseline}"}
+    ci = f", 90% CI [{b_ci[0]:+.4f}, {b_ci[1]:+.4f}]" if _finite(b_ci[1]) else ""
+    if require == "ci" and not gate.evaluate(b_ci[1]).passed:
+        return refuse(f"the upper end of the 90% interval of its Brier difference ({b_ci[1]:+.4f}) exceeds the "
+                      f"tolerance {tolerance:g}")
+    if require == "helps":
+        criteria = {
+            "brier_significantly_better": bool(_finite(b_ci[1]) and b_ci[1] < 0),
+            "auc_not_significantly_worse": bool(_finite(a_ci[1]) and a_ci[1] >= 0),
+            "auc_loss_within_tolerance": bool(_finite(d_auc) and d_auc >= -auc_tolerance),
+        }
+        out["criteria"] = criteria
+        auc_txt = (f"AUC {d_auc:+.4f}" + (f" (90% CI [{a_ci[0]:+.4f}, {a_ci[1]:+.4f}])" if _finite(a_ci[1]) else ""))
+        brier_txt = f"Brier {delta:+.4f}{ci}"
+        if not criteria["brier_significantly_better"]:
+            return refuse(f"it does not help on Brier: {brier_txt} — the interval does not lie below 0 ({auc_txt})")
+        if not criteria["auc_not_significantly_worse"]:
+            return refuse(f"its AUC is significantly worse: {auc_txt}, although {brier_txt}")
+        if not criteria["auc_loss_within_tolerance"]:
+            return refuse(f"it costs AUC: {auc_txt} is a loss above the AUC tolerance {auc_tolerance:g}, "
+                          f"although {brier_txt}")
+        return {**out, "kept": candidate, "passed": True,
+                "reason": f"{candidate} kept: it helps on both Brier and AUC — {brier_txt} (significantly better), "
+                          f"{auc_txt} (not significantly worse)"}
     verdict = "better than" if delta < 0 else "within tolerance of"
-    ci = ""
-    if "delta_brier_ci_high" in c.index and c["delta_brier_ci_high"] == c["delta_brier_ci_high"]:
-        ci = f", 90% CI [{c['delta_brier_ci_low']:+.4f}, {c['delta_brier_ci_high']:+.4f}]"
-        if c["delta_brier_ci_high"] < 0:
-            ci += ": significantly better"
+    if ci and b_ci[1] < 0:
+        ci += ": significantly better"
     return {**out, "kept": candidate, "passed": True,
             "reason": f"{candidate} kept: test Brier {c['brier']:.4f} is {verdict} the baseline's {b['brier']:.4f} "
                       f"(delta {delta:+.4f}{ci}; tolerance {tolerance:g})"}
 
 
 def ablation_markdown(table: pd.DataFrame, decision: Mapping | None = None, title: str = "Augmentation ablation") -> str:
-    cols = ["variant", "train_rows", "synthetic_rows", "quality_passed", "auc", "brier", "ece", "delta_auc",
-            "delta_brier", "delta_brier_ci_low", "delta_brier_ci_high", "delta_ece"]
+    cols = [c for c in ("variant", "train_rows", "synthetic_rows", "quality_passed", "auc", "brier", "ece",
+                        "delta_auc", "delta_auc_ci_low", "delta_auc_ci_high", "delta_brier", "delta_brier_ci_low",
+                        "delta_brier_ci_high", "delta_ece") if c in table.columns]
     lines = [f"## {title}", "", f"Same model configuration, scored on the same {int(table['test_rows'].iloc[0])} "
              "real test rows (calibrated on the real validation rows).", "",
              table[cols].to_markdown(index=False, floatfmt=".4f"), ""]

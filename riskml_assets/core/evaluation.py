@@ -10,6 +10,21 @@ from .calibration import calibrator_from_dict, fit_calibrator
 from .features import LABEL
 
 P_CLIP = 1e-3  # a calibrated risk is never exactly 0 or 1 (isotonic steps can reach both)
+CI_LEVEL = 0.90  # the test metrics' opportunity-bootstrap interval
+CI_BOOT = 1000
+
+
+def metric_intervals(y, p, groups, *, level: float = CI_LEVEL, n_boot: int = CI_BOOT,
+                          seed: int = 0) -> dict:
+    """Opportunity-level bootstrap intervals of the test AUC and Brier (``metrics.grouped_bootstrap_cis``:
+    whole opportunities are resampled, because the snapshots of one opportunity share its outcome).
+
+    Returns ``{"auc_ci": [low, high], "brier_ci": [low, high], "ci_level", "ci_n_boot", "ci_groups"}``.
+    """
+    cis = M.grouped_bootstrap_cis(y, p, {"auc": M.roc_auc, "brier": M.brier}, groups, n_boot=n_boot,
+                                  level=level, seed=seed)
+    return {"auc_ci": list(cis["auc"]), "brier_ci": list(cis["brier"]), "ci_level": float(level),
+            "ci_n_boot": int(n_boot), "ci_groups": int(pd.Series(np.asarray(groups)).nunique())}
 
 
 def oof_calibrated(p_raw: np.ndarray, y: np.ndarray, method: str, n_folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -56,11 +71,21 @@ def apply_calibrator(calibrator: dict, p_raw: np.ndarray) -> np.ndarray:
 
 
 def evaluate_risk(test: pd.DataFrame, p_raw: np.ndarray, p_cal: np.ndarray, *, threshold: float,
-                  train_base_rate: float, importance: dict[str, float], n_errors: int = 10) -> dict:
-    """Metrics of the calibrated model on the test rows, next to two baselines and the raw model."""
+                  train_base_rate: float, importance: dict[str, float], n_errors: int = 10,
+                  ci_level: float = CI_LEVEL, ci_boot: int = CI_BOOT, seed: int = 0) -> dict:
+    """Metrics of the calibrated model on the test rows, next to two baselines and the raw model.
+
+    ``auc_ci`` / ``brier_ci`` (top level, also inside ``calibrated``): the ``ci_level`` opportunity-bootstrap
+    interval of the calibrated model's test AUC and Brier (seeded by ``seed``; see ``metric_intervals``).
+    """
     y = test[LABEL].to_numpy(dtype=int)
     report = {"rows": int(len(y)), "lost_rate": float(y.mean()), "threshold": float(threshold)}
     report["calibrated"] = M.classification_report(y, p_cal, threshold=threshold)
+    report["opportunities"] = int(test["opportunity_id"].nunique())
+    cis = metric_intervals(y, p_cal, test["opportunity_id"].to_numpy(), level=ci_level, n_boot=ci_boot,
+                                seed=seed)
+    report.update(cis)
+    report["calibrated"].update(auc_ci=cis["auc_ci"], brier_ci=cis["brier_ci"])
     report["calibrated"]["ece_noise_floor"] = M.ece_noise_floor(p_cal, groups=test["opportunity_id"].to_numpy())
     report["calibrated"]["ece_excess"] = max(0.0, report["calibrated"]["ece"] - report["calibrated"]["ece_noise_floor"])
     report["uncalibrated"] = M.classification_report(y, p_raw, threshold=threshold)
@@ -86,6 +111,18 @@ def evaluate_risk(test: pd.DataFrame, p_raw: np.ndarray, p_cal: np.ndarray, *, t
     return report
 
 
+def _ci_text(ci) -> str:
+    lo, hi = (float(x) for x in ci)
+    return "n/a" if lo != lo or hi != hi else f"[{lo:.4f}, {hi:.4f}]"
+
+
+def ci_sentence(report: dict) -> str:
+    """The markdown sentence with the test AUC and Brier intervals."""
+    return (f"{100 * report.get('ci_level', CI_LEVEL):g}% opportunity-bootstrap intervals on test "
+            f"({report.get('ci_n_boot', CI_BOOT)} resamples of the {report.get('ci_groups', '?')} test "
+            f"opportunities, seeded): AUC {_ci_text(report['auc_ci'])} · Brier {_ci_text(report['brier_ci'])}.")
+
+
 METRIC_ROWS = ("auc", "log_loss", "brier", "ece", "precision", "recall", "f1", "mse", "mae", "rmse", "r2")
 
 
@@ -103,7 +140,9 @@ def report_markdown(report: dict, title: str, plots: dict[str, str] | None = Non
     lines = [
         f"# {title}",
         "",
-        f"Test split: **{report['rows']}** examples, lost rate {report['lost_rate']:.3f}; operating threshold "
+        f"Test split: **{report['rows']}** examples"
+        + (f" of {report['opportunities']} opportunities" if report.get("opportunities") is not None else "")
+        + f", lost rate {report['lost_rate']:.3f}; operating threshold "
         f"{report['threshold']:.3f} (max F1 on validation).",
         "",
         f"**AUC {c['auc']:.4f} · Brier {c['brier']:.4f} · ECE {c['ece']:.4f} · log-loss {c['log_loss']:.4f}** — "
@@ -111,6 +150,13 @@ def report_markdown(report: dict, title: str, plots: dict[str, str] | None = Non
         + (f", vs the CRM's own risk_score {report['brier_skill_vs_crm']:.3f}." if report.get("brier_skill_vs_crm")
            is not None else "."),
         "",
+    ]
+    if report.get("auc_ci") is not None:
+        lines += [ci_sentence(report), ""]
+    if report.get("kept_variant"):
+        why = str(report.get("kept_variant_reason") or "")
+        lines += [f"**Kept variant: {report['kept_variant']}**" + (f" — {why.rstrip('.')}." if why else "."), ""]
+    lines += [
         "## Metrics against baselines",
         comparison_table(report).to_markdown(floatfmt=".4f"),
         "",
