@@ -134,3 +134,72 @@ def test_killed_slot_holder_is_failed_and_freed_and_the_waiting_run_then_complet
     assert _claimed(instance) == [] and _pending_runs(instance) == []
     # nothing left to do: a second recovery is a no-op
     assert recover_dead_runs(instance, log=None) == []
+
+
+@pytest.mark.slow
+def test_registration_killed_inside_registered_models_does_not_block_the_next_one(tmp_path):
+    """The real step: a small simulated tenant trained up to its evaluation, then `registered_models` is
+    materialized by `dagster asset materialize` and killed with SIGKILL inside the step, holding the slot."""
+    from riskml_assets.cli import target_weeks, train_assets
+    from riskml_assets.core import simulator
+    from riskml_assets.registry import ModelRegistry
+
+    sim = simulator.simulate_tenant(simulator.TenantSpec("smallco", 20.0, 5), weeks=30)
+    simulator.write_tenant(sim, tmp_path / "data" / "incoming", tmp_path / "data" / "oracle")
+    (tmp_path / "dagster_home").mkdir()
+    shutil.copy(REPO / "config" / "dagster_home.yaml", tmp_path / "dagster_home" / "dagster.yaml")
+    env = _env(tmp_path)
+    run = lambda *argv, **kw: subprocess.run([*argv], cwd=tmp_path, env=env, capture_output=True, text=True,  # noqa: E731
+                                             timeout=900, **kw)
+    p = run(BIN / "riskml", "ingest-history")
+    assert p.returncode == 0, p.stdout + p.stderr
+    week = target_weeks(tmp_path / "data" / "incoming")["smallco"]  # the latest complete week with snapshots
+    pk = f"smallco|{week}"
+    upstream = [a for a in train_assets() if a not in ("registered_models", "risk_scores")]
+    materialize = [BIN / "dagster", "asset", "materialize", "-m", "riskml_assets.definitions", "--partition", pk]
+    p = run(*materialize, "--select", ",".join(upstream))
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        # a blocking gate may fail on such a small tenant: the evaluation is stored all the same, and registration
+        # (which then only registers, without promotion) is what this test is about
+        assert instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("risk_evaluation"), asset_partitions=[pk]), limit=1).records, p.stderr[-3000:]
+        killed = subprocess.Popen([*materialize, "--select", "registered_models"], cwd=tmp_path, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            slot = _wait_for(lambda: _claimed(instance), 120, "registered_models to claim the registry slot")[0]
+            _wait_for(lambda: instance.get_records_for_run(slot.run_id, of_type=dg.DagsterEventType.STEP_START,
+                                                           limit=1).records, 60, "the step to start")
+            killed.send_signal(signal.SIGKILL)  # inside registered_models, holding mlflow_registry
+            killed.wait(10)
+        finally:
+            if killed.poll() is None:
+                killed.kill()
+                killed.wait()
+        assert slot.step_key == "registered_models"
+        assert instance.get_run_by_id(slot.run_id).status == dg.DagsterRunStatus.STARTED
+        assert [s.run_id for s in _claimed(instance)] == [slot.run_id]
+
+        nxt = subprocess.Popen([*materialize, "--select", "registered_models"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            waiting = _wait_for(lambda: _pending_runs(instance), 120, "the next registration to queue")
+            time.sleep(3)
+            assert nxt.poll() is None  # stuck behind the dead run
+            p = run(BIN / "riskml", "recover")
+            assert p.returncode == 0 and f"recovered run {slot.run_id}" in p.stdout, p.stdout + p.stderr
+            _, err = nxt.communicate(timeout=300)
+            assert nxt.returncode == 0, err[-3000:]
+        finally:
+            if nxt.poll() is None:
+                nxt.kill()
+                nxt.wait()
+        assert instance.get_run_by_id(slot.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(waiting[0]).status == dg.DagsterRunStatus.SUCCESS
+        recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("registered_models"),
+                                                                     asset_partitions=[pk]), limit=1).records
+        assert recs and recs[0].run_id == waiting[0]
+        version = recs[0].asset_materialization.metadata["version"].value
+        assert _claimed(instance) == []
+    reg = ModelRegistry(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
+    versions = reg.client.search_model_versions("name='riskml.smallco.risk'")
+    assert version in {str(v.version) for v in versions}
