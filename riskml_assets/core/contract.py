@@ -218,8 +218,18 @@ def scan_incoming(incoming_root: Path) -> tuple[list[IncomingFile], list[tuple[P
         except ContractError as exc:
             bad.append((tenant_dir, str(exc)))
             continue
+        from .watch import entry_refusal  # local: watch imports this module
+
+        refusal = entry_refusal(tenant_dir, tenant_dir)
+        if refusal:
+            bad.append((tenant_dir, refusal))
+            continue
         for f in sorted(tenant_dir.iterdir()):
             if f.name.startswith("."):
+                continue
+            refusal = entry_refusal(f, tenant_dir)
+            if refusal:
+                bad.append((f, refusal))
                 continue
             try:
                 good.append(parse_incoming_path(f, root))

@@ -165,3 +165,21 @@ def test_a_named_pipe_is_refused_instead_of_blocking_the_scan(tmp_path):
     events, refused, _ = run(tmp_path)
     assert [e.rel_path for e in events] == ["acme/snapshots-2026-11-16.parquet"]
     assert "not a regular file" in refused["acme/snapshots-2026-11-17.parquet"]
+
+
+def test_the_cli_listing_refuses_linked_tenant_folders_and_files_leaving_the_tenant(tmp_path):
+    """contract.scan_incoming (what `riskml run`/`ingest-history` list) applies the same link rules."""
+    from riskml_assets.core.contract import scan_incoming
+
+    root = tmp_path / "incoming"
+    put(root, "acme/snapshots-2026-11-16.parquet")
+    secret = put(tmp_path, "elsewhere/snapshots-2026-11-16.parquet")
+    (root / "mallory").symlink_to(root / "acme", target_is_directory=True)  # a tenant folder behind a link
+    (root / "acme" / "outcomes-2026-11-16.parquet").symlink_to(secret)  # a file linking out of the tenant
+    (root / "acme" / "activities-2026-11-16.parquet").symlink_to(root / "acme" / "nowhere")  # dangling
+    good, bad = scan_incoming(root)
+    assert [(f.tenant, f.path.name) for f in good] == [("acme", "snapshots-2026-11-16.parquet")]
+    reasons = {p.name: r for p, r in bad}
+    assert set(reasons) == {"mallory", "outcomes-2026-11-16.parquet", "activities-2026-11-16.parquet"}
+    assert "symbolic link" in reasons["mallory"] and "outside the tenant folder" in reasons["outcomes-2026-11-16.parquet"]
+    assert "dangling" in reasons["activities-2026-11-16.parquet"]
