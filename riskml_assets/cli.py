@@ -296,6 +296,8 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
             md = ev[0].asset_materialization.metadata
             for k in ("auc", "brier", "ece"):
                 row[k] = md[k].value
+            for k in ("auc_ci", "brier_ci"):  # 90% opportunity-bootstrap intervals of the test metrics
+                row[k] = [md[f"{k}_low"].value, md[f"{k}_high"].value] if f"{k}_low" in md else None
             kept = md["kept_variant"].value if "kept_variant" in md else "as trained"
             row["kept_variant"] = kept
             row["status"] = "evaluated" if kept == "as trained" else f"evaluated ({kept} kept)"
@@ -312,6 +314,9 @@ def print_summary(rows: list[dict]) -> None:
         f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         print(fmt.format(r["tenant"], r["week"], str(r["rows"] or "-"), f(r["auc"]), f(r["brier"]), f(r["ece"]),
                          r["status"], r["gates"]))
+        if r.get("auc_ci") and r.get("brier_ci"):
+            print(f"{'':<12} {'':<11} 90% CI (opportunity bootstrap): AUC {r['auc_ci'][0]:.4f}-{r['auc_ci'][1]:.4f}, "
+                  f"Brier {r['brier_ci'][0]:.4f}-{r['brier_ci'][1]:.4f}")
 
 
 def cmd_run(args) -> int:

@@ -119,10 +119,17 @@ def risk_calibrator(context: dg.AssetExecutionContext, config: RiskCalibratorCon
 class RiskEvaluationConfig(dg.Config):
     refused_augmentation: Literal["keep_baseline", "block"] = Field(
         "keep_baseline",
-        description="When the ablation gate refuses augmentation/balancing (test Brier worse than the same model "
-                    "on the real train rows by more than the tolerance): keep_baseline = evaluate and register the "
-                    "baseline variant instead (the refusal is reported as a WARN check); block = fail the gate at "
-                    "its configured severity, so nothing is registered for this partition.")
+        description="When the ablation refuses augmentation/balancing (see ablation_rule): keep_baseline = evaluate "
+                    "and register the baseline variant (real train rows, no balancing) instead — a refusal because "
+                    "the variant made Brier worse than the tolerance is reported as a WARN check; block = fail the "
+                    "ablation gate at its configured severity, so nothing is registered for this partition.")
+    ablation_rule: Literal["helps", "point", "ci"] = Field(
+        "helps",
+        description="helps = keep the augmented/balanced variant only when it helps on both Brier and AUC: the 90% "
+                    "opportunity-bootstrap interval of its Brier difference to the baseline lies below 0, the AUC "
+                    "difference is not significantly negative (its interval reaches 0) and the observed AUC loss is "
+                    "at most auc_tolerance; point / ci = the older Brier-only rules (within the gate's tolerance).")
+    auc_tolerance: float = Field(0.005, ge=0, description="Largest observed AUC loss the helps rule accepts.")
 
 
 def _kept_artifact(model: dict, risk_model: dict, feature_manifest: dict, tenant: str, week: str,
@@ -168,7 +175,8 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
             variants={"as trained": lambda train, manifest, seed: (used, {"augment": "as trained"})},
             params=XGBParams(**{k: v for k, v in risk_model["params"].items()}), keep_models=True,
             log=context.log.info)
-        decision = choose_variant(table, "as trained", tolerance=gates[ablation_gate].threshold)
+        decision = choose_variant(table, "as trained", tolerance=gates[ablation_gate].threshold,
+                                  require=config.ablation_rule, auc_tolerance=config.auc_tolerance)
         delta = float(table.set_index("variant").loc["as trained", "brier"]
                       - table.set_index("variant").loc["baseline", "brier"])
         context.log.info(f"ablation: {decision['reason']}")
@@ -183,7 +191,15 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     p_raw = predict_raw(model, test)
     p_cal = apply_calibrator(calibrator, p_raw)
     report = evaluate_risk(test, p_raw, p_cal, threshold=calibrator["threshold"],
-                           train_base_rate=float(train[LABEL].mean()), importance=model["importance"])
+                           train_base_rate=float(train[LABEL].mean()), importance=model["importance"],
+                           seed=int(risk_model["params"].get("seed", 0)))
+    report["kept_variant"] = kept["variant"] if kept else "as trained"
+    if decision is None:
+        report["kept_variant_reason"] = ("no augmentation or balancing changed the train rows (balancing is off by "
+                                         "default): the model is trained on the real train rows")
+    else:
+        report["kept_variant_reason"] = decision["reason"]
+    report["kept_variant_rule"] = config.ablation_rule
     y = test[LABEL].to_numpy(int)
     curves = {"calibrated model": p_cal, "uncalibrated model": p_raw}
     if report["baseline_risk_score"]:
@@ -199,7 +215,7 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     })
     if table is not None:
         report["ablation"] = {"table": table.to_dict(orient="records"), "decision": decision,
-                              "mode": config.refused_augmentation}
+                              "mode": config.refused_augmentation, "rule": config.ablation_rule}
         md += "\n" + ablation_markdown(table, decision)
         if kept:
             md += ("\n**Registered variant: baseline.** The model and calibrator evaluated above are the "
@@ -218,7 +234,17 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
         values["risk_evaluation_beats_crm_score"] = crm_skill
     checks = gate_results(run_gates, values, log=context.log,
                           extra={ablation_gate: {"kept_variant": kept["variant"] if kept else
-                                                 (decision["kept"] if decision else "as trained")}})
+                                                 (decision["kept"] if decision else "as trained"),
+                                                 "reason": report["kept_variant_reason"]}})
+    if decision is not None and not decision["passed"]:
+        # any refusal (Brier worse than the tolerance, or simply not shown to help on Brier and AUC) is visible:
+        # WARN when the baseline is kept instead, the gate's configured severity in block mode (stops registration)
+        severity = (dg.AssetCheckSeverity.ERROR if run_gates[ablation_gate].action == "fail"
+                    else dg.AssetCheckSeverity.WARN)
+        checks = [r if r.check_name != ablation_gate else dg.AssetCheckResult(
+            check_name=ablation_gate, passed=False, metadata=dict(r.metadata), severity=severity,
+            description=f"{ablation_gate}: variant refused, {'baseline kept' if kept else 'blocked'} "
+                        f"({decision['reason']})") for r in checks]
     if crm_skill is None:  # the tenant's CRM sends no risk_score: nothing to beat
         checks.append(dg.AssetCheckResult(check_name="risk_evaluation_beats_crm_score", passed=True,
                                           severity=dg.AssetCheckSeverity.WARN,
@@ -229,23 +255,28 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     report["gates_passed"] = all(report["gates"].values())
     report["tenant"], report["week"] = tenant, week
     report["mlflow_run_id"] = risk_model.get("mlflow_run_id")
-    report["kept_variant"] = kept["variant"] if kept else "as trained"
     if kept:
         report["kept_model"] = {"model": kept["model"], "calibrator": kept["calibrator"]}
     if report["mlflow_run_id"]:
         mlflow.log_to_run(report["mlflow_run_id"],
                           metrics={f"test_{k}": c[k] for k in ("auc", "brier", "ece", "log_loss", "f1", "precision", "recall")}
-                          | {"test_brier_skill": report["brier_skill"]},
+                          | {"test_brier_skill": report["brier_skill"],
+                             "test_auc_ci_low": report["auc_ci"][0], "test_auc_ci_high": report["auc_ci"][1],
+                             "test_brier_ci_low": report["brier_ci"][0], "test_brier_ci_high": report["brier_ci"][1]},
                           tags={"riskml.gates_passed": report["gates_passed"], "riskml.kept_variant": report["kept_variant"]},
                           texts={"evaluation_report.md": md,
                                  "evaluation_report.json": json.dumps({k: v for k, v in report.items() if k != "kept_model"},
                                                                       default=str),
                                  **({"kept_model/xgboost_model.json": kept["model"]["booster_json"]} if kept else {})})
-    context.log.info(f"risk_evaluation {tenant}|{week}: AUC {c['auc']:.4f}, Brier {c['brier']:.4f}, "
+    context.log.info(f"risk_evaluation {tenant}|{week}: AUC {c['auc']:.4f} (90% CI {report['auc_ci'][0]:.4f}-"
+                     f"{report['auc_ci'][1]:.4f}), Brier {c['brier']:.4f} ({report['brier_ci'][0]:.4f}-"
+                     f"{report['brier_ci'][1]:.4f}), "
                      f"ECE {c['ece']:.4f}, kept {report['kept_variant']}, gates passed: {report['gates_passed']}")
     return dg.MaterializeResult(value=report, check_results=checks, metadata={
         "report": dg.MetadataValue.md(md),
-        "kept_variant": report["kept_variant"],
+        "kept_variant": report["kept_variant"], "kept_variant_reason": report["kept_variant_reason"],
+        "auc_ci_low": report["auc_ci"][0], "auc_ci_high": report["auc_ci"][1],
+        "brier_ci_low": report["brier_ci"][0], "brier_ci_high": report["brier_ci"][1], "ci_level": report["ci_level"],
         "auc": c["auc"], "brier": c["brier"], "ece": c["ece"], "ece_noise_floor": c["ece_noise_floor"], "log_loss": c["log_loss"], "f1": c["f1"],
         "precision": c["precision"], "recall": c["recall"], "brier_skill": report["brier_skill"],
         "test_rows": report["rows"],
