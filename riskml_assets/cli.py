@@ -101,7 +101,15 @@ def data_dir() -> Path:
 def cmd_generate(args) -> int:
     from .core import simulator
 
-    argv = ["--out", str(args.out), "--oracle", str(args.oracle), "--seed", str(args.seed), "--weeks", str(args.weeks)]
+    argv = ["--out", str(args.out), "--oracle", str(args.oracle), "--seed", str(args.seed)]
+    if args.weeks is not None:
+        argv += ["--weeks", str(args.weeks)]
+    elif not (args.export_habits or args.history_from):
+        argv += ["--weeks", "60"]
+    if args.export_habits:
+        argv.append("--export-habits")
+    if args.history_from:
+        argv += ["--history-from", args.history_from]
     if args.tenants:
         argv += ["--tenants", args.tenants]
     if args.opportunities:
@@ -489,7 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=str(data_dir() / "incoming"), help="incoming root (default: %(default)s)")
     g.add_argument("--oracle", default=str(data_dir() / "oracle"), help="ground-truth side files (tests only)")
     g.add_argument("--tenants", help="comma list of tenant names or NAME:OPPS_PER_WEEK pairs (default: acme,globex,initech)")
-    g.add_argument("--weeks", type=int, default=60)
+    g.add_argument("--weeks", type=int, default=None,
+                   help="weeks written (default: 60; with --export-habits/--history-from: every week of the history)")
+    g.add_argument("--export-habits", action="store_true",
+                   help="write files the way real CRM exports look: history from 2016, outcomes filed by export "
+                        "date, the tenant's own stage names and two extra columns (default tenant: northwind)")
+    g.add_argument("--history-from", help="first week of history (a Monday, e.g. 2016-01-04)")
     g.add_argument("--opportunities", type=int, help="about this many opportunities per tenant")
     g.add_argument("--seed", type=int, default=7)
     g.set_defaults(fn=cmd_generate)

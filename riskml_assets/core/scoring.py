@@ -59,7 +59,7 @@ def verify_bundle_manifest(bundle: Mapping, role: str = "champion") -> None:
     problems = []
     for name, pin in manifest.items():
         pv, ph = int(pin["version"]), pin.get("hash")
-        fd = F.REGISTRY.get((name, pv))
+        fd = F.resolve_pin(name, pin)  # bound to the pinned params for per-tenant features (stage order, x_ columns)
         known = sorted(v for n, v in F.REGISTRY if n == name)
         if fd is None:
             have = ", ".join(f"v{v} (hash {F.REGISTRY[(name, v)].definition_hash})" for v in known) or "none"
