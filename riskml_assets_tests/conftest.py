@@ -83,3 +83,46 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+# ----------------------------------------------------------------- real services (marker `services`)
+@pytest.fixture(scope="session")
+def azurite():
+    """Azurite's blob service on 127.0.0.1 and a free port, started and stopped by PID (tools/azurite)."""
+    from .services import ServiceMissing, azurite_blob
+
+    try:
+        with azurite_blob() as az:
+            yield az
+    except ServiceMissing as exc:  # in CI a missing service is a failure, never a silent skip
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def az_container(azurite):
+    """A fresh blob container per test (deleted afterwards)."""
+    import uuid
+
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    bsc = BlobServiceClient.from_connection_string(azurite["connection_string"])
+    bsc.create_container(name)
+    yield name
+    bsc.delete_container(name)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server on 127.0.0.1 and a free port, started and stopped by PID."""
+    from .services import ServiceMissing, postgres_server
+
+    try:
+        with postgres_server() as pg:
+            yield pg
+    except ServiceMissing as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))

@@ -69,9 +69,10 @@ def test_quantiles_are_ordered_everywhere(parts, multi, multi_eval):
 
 def test_coverage_is_near_nominal_and_matches_the_oracle(multi_eval):
     _, ev = multi_eval
-    assert 0.72 <= ev["coverage"] <= 0.88, ev["coverage"]
-    # with a point mass at 0 even the oracle's closed [P10, P90] band covers ~0.87, not 0.80
-    assert 0.84 <= ev["oracle"]["coverage"] <= 0.90
+    # with a point mass at 0 even the oracle's closed [P10, P90] band covers ~0.87-0.90 (by test draw), not 0.80;
+    # the model is judged against the oracle on the same rows
+    assert 0.84 <= ev["oracle"]["coverage"] <= 0.92, ev["oracle"]["coverage"]
+    assert 0.72 <= ev["coverage"] <= 0.92, ev["coverage"]
     assert abs(ev["coverage_gap_to_oracle"]) <= 0.04
     assert abs(ev["model"]["below_p90"] - ev["oracle"]["below_p90"]) <= 0.04
 
