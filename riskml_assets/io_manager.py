@@ -12,11 +12,12 @@ no key may hold a path separator or be ``.``/``..``, and every path must stay un
 import json
 import os
 import posixpath
-from typing import Any
+from typing import Any, Optional
 
 import dagster as dg
 import pandas as pd
 import polars as pl
+from pydantic import Field
 from upath import UPath
 
 from .core.contract import ContractError, validate_tenant
@@ -160,12 +161,69 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-class RiskmlIOManager(dg.ConfigurableIOManagerFactory):
-    """Where every asset value lives: a local folder (default ``data/assets``) or an fsspec URL."""
+# Option names that hold a secret: they never go into plain resource config (the UI shows resource config under
+# Deployment -> Resources). Secrets are the ``azure_*`` fields below, set from the environment through dg.EnvVar.
+SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "connection_string", "credential", "sig")
+AZURE_PROTOCOLS = ("abfs", "abfss", "az")
+_SECRET = {"dagster__is_secret": True}  # masked in the UI even if someone sets a literal value
 
-    base_path: str = "data/assets"
-    storage_options_json: str = "{}"
+
+def check_no_secrets(base_path: str, storage_options: dict) -> None:
+    """ValueError when plain config would carry a secret: a secret-looking storage option or a SAS in the URL."""
+    bad = sorted(k for k in storage_options if any(w in str(k).lower() for w in SECRET_OPTION_WORDS))
+    if bad:
+        raise ValueError(
+            f"riskml IO manager: storage option(s) {', '.join(bad)} look like secrets; plain config is shown in the "
+            f"Dagster UI (Deployment -> Resources). Put the secret in the environment instead: "
+            f"AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING (read through "
+            f"dg.EnvVar), or nothing at all for a managed identity (DefaultAzureCredential)")
+    if "?" in base_path and "sig=" in base_path.split("?", 1)[1].lower():
+        raise ValueError("riskml IO manager: the storage URL carries a SAS signature (sig=...); plain config is shown "
+                         "in the Dagster UI. Set AZURE_STORAGE_SAS_TOKEN instead and drop the query from the URL")
+
+
+def storage_protocol(base_path: str) -> str:
+    """The fsspec protocol of a storage URL ('' for a local folder)."""
+    return base_path.split("://", 1)[0].lower() if "://" in base_path else ""
+
+
+class RiskmlIOManager(dg.ConfigurableIOManagerFactory):
+    """Where every asset value lives: a local folder (default ``data/assets``) or an fsspec URL.
+
+    On Azure (``abfs://container/prefix``, ``abfs://container@account.dfs.core.windows.net/prefix`` or
+    ``az://container/prefix``, through adlfs) the credentials come from the ``azure_*`` fields, which
+    ``default_resources`` binds to the environment with ``dg.EnvVar`` (the UI shows the variable's name, never its
+    value); when none is set, adlfs reads the ``AZURE_STORAGE_*`` variables itself and otherwise uses
+    ``DefaultAzureCredential`` (managed identity, workload identity, ``az login``). ``storage_options_json`` is for
+    non-secret fsspec options only: a secret-looking key is refused.
+    """
+
+    base_path: str = Field("data/assets", description="Local folder or fsspec URL (abfs://container/prefix).")
+    storage_options_json: str = Field("{}", description="Non-secret fsspec/adlfs options as JSON (secrets refused).")
+    azure_account_name: Optional[str] = Field(None, description="Storage account (also read from the URL's "
+                                                                "@<account>.dfs.core.windows.net or the env).")
+    azure_account_key: Optional[str] = Field(None, description="Account key: dg.EnvVar('AZURE_STORAGE_ACCOUNT_KEY').",
+                                             json_schema_extra=_SECRET)
+    azure_sas_token: Optional[str] = Field(None, description="SAS token: dg.EnvVar('AZURE_STORAGE_SAS_TOKEN').",
+                                           json_schema_extra=_SECRET)
+    azure_connection_string: Optional[str] = Field(
+        None, description="Connection string: dg.EnvVar('AZURE_STORAGE_CONNECTION_STRING').", json_schema_extra=_SECRET)
+
+    def storage_options(self) -> dict:
+        """The fsspec options for ``base_path`` (secrets included: never log or return this to the UI)."""
+        opts = json.loads(self.storage_options_json or "{}")
+        if not isinstance(opts, dict):
+            raise ValueError(f"riskml IO manager: storage options must be a JSON object, got {type(opts).__name__}")
+        check_no_secrets(self.base_path, opts)
+        if storage_protocol(self.base_path) in AZURE_PROTOCOLS:
+            for name, value in (("account_name", self.azure_account_name), ("account_key", self.azure_account_key),
+                                ("sas_token", self.azure_sas_token),
+                                ("connection_string", self.azure_connection_string)):
+                if value:
+                    opts[name] = value
+        return opts
 
     def create_io_manager(self, context) -> RiskmlUPathIOManager:
-        opts = json.loads(self.storage_options_json or "{}")
-        return RiskmlUPathIOManager(base_path=UPath(self.base_path, **opts))
+        opts = self.storage_options()
+        base = UPath(self.base_path, **opts) if storage_protocol(self.base_path) else UPath(self.base_path)
+        return RiskmlUPathIOManager(base_path=base)

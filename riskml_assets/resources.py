@@ -54,12 +54,15 @@ class MlflowTracking(dg.ConfigurableResource):
 
     tracking_uri: str = "sqlite:///data/mlflow.db"
     experiment_name: str = "riskml"
+    # where a new experiment keeps its artifacts (e.g. wasbs://container@account.blob.core.windows.net/mlartifacts);
+    # None: next to a SQLite store, or the tracking server's default
+    artifact_location: str | None = None
 
     def _mlflow(self):
         import mlflow
 
-        artifacts = None
-        if self.tracking_uri.startswith("sqlite:///"):
+        artifacts = self.artifact_location
+        if artifacts is None and self.tracking_uri.startswith("sqlite:///"):
             db = Path(self.tracking_uri.removeprefix("sqlite:///")).resolve()
             db.parent.mkdir(parents=True, exist_ok=True)
             artifacts = (db.parent / "mlartifacts").as_uri()  # next to the store, never ./mlruns
@@ -106,18 +109,27 @@ class MlflowTracking(dg.ConfigurableResource):
 def default_resources() -> dict:
     """Embedded defaults; every location can be moved with an environment variable."""
     from .assets.registry import RegistryResource
-    from .io_manager import RiskmlIOManager
+    from .azure import is_azure_url, mlflow_artifact_location, secret_env_vars
+    from .io_manager import RiskmlIOManager, check_no_secrets
 
     data = os.environ.get("RISKML_DATA_DIR", "data")
+    storage = os.environ.get("RISKML_STORAGE") or f"{data}/assets"
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db")
+    # secrets only through dg.EnvVar (the UI shows the variable's name); RISKML_STORAGE_OPTIONS is non-secret only
+    azure = {**secret_env_vars(), "azure_account_name": os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or None} \
+        if is_azure_url(storage) else {}
+    options = os.environ.get("RISKML_STORAGE_OPTIONS", "{}")
+    check_no_secrets(storage, json.loads(options or "{}"))  # refused at load, before anything shows it
+    artifacts = mlflow_artifact_location(storage, tracking)
     return {
-        "io_manager": RiskmlIOManager(base_path=os.environ.get("RISKML_STORAGE", f"{data}/assets"),
-                                      storage_options_json=os.environ.get("RISKML_STORAGE_OPTIONS", "{}")),
+        "io_manager": RiskmlIOManager(base_path=storage,
+                                      storage_options_json=options, **azure),
         "riskml": RiskmlSettings(incoming_dir=f"{data}/incoming", quarantine_dir=f"{data}/quarantine",
                                  gates_file=os.environ.get("RISKML_GATES_FILE", "config/gates.yaml"),
                                  tenants_dir=os.environ.get("RISKML_TENANTS_DIR", "config/tenants")),
-        "mlflow": MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db"),
-                                 experiment_name=os.environ.get("RISKML_EXPERIMENT", "riskml")),
-        "model_registry": RegistryResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow.db")),
+        "mlflow": MlflowTracking(tracking_uri=tracking, experiment_name=os.environ.get("RISKML_EXPERIMENT", "riskml"),
+                                 artifact_location=artifacts),
+        "model_registry": RegistryResource(tracking_uri=tracking, artifact_location=artifacts),
     }
 
 

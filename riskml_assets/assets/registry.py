@@ -25,9 +25,11 @@ class RegistryResource(dg.ConfigurableResource):
 
     tracking_uri: str = "sqlite:///data/mlflow.db"
     experiment_name: str = "riskml-registry"
+    artifact_location: str | None = None  # e.g. wasbs://container@account.blob.core.windows.net/mlartifacts
 
     def get(self) -> ModelRegistry:
-        return ModelRegistry(self.tracking_uri, experiment_name=self.experiment_name)
+        return ModelRegistry(self.tracking_uri, experiment_name=self.experiment_name,
+                             artifact_location=self.artifact_location)
 
 
 class RegisterConfig(dg.Config):
