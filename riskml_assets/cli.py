@@ -1,7 +1,9 @@
 """``riskml``: what Dagster's own CLI cannot do — generate data, register tenants, ingest history,
 run the main job and show a tenant's latest metrics.
 
-Training itself always goes through ``dagster asset materialize -m riskml_assets.definitions``.
+Every run it starts is a run of one of the code location's jobs (``ingest_job``, ``train_job``,
+``score_job``, ...), created with the location's origin and executed in this process
+(``riskml_assets.launch``), so the UI lists it under its job; a history is one backfill.
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -172,26 +173,40 @@ def target_weeks(incoming: Path, tenants=None, today: dt.date | None = None) -> 
     return {t: latest_complete_week(snaps.get(t, []), today) for t in every if not tenants or t in tenants}
 
 
-def run_partitions(instance, job_name: str, pairs: list[tuple[str, str]], verb: str = "ran") -> int:
-    """Execute a partitioned job for each (tenant, week) in this process, recorded in the instance."""
-    from .definitions import defs
+def run_partitions(instance, job_name: str, pairs: list[tuple[str, str]], verb: str = "ran",
+                   title: str | None = None, launcher=None) -> int:
+    """One backfill of a partitioned job over the (tenant, week) pairs: one run per tenant-week, executed in this
+    process, each recorded as a run of the job in the code location ``riskml`` and listed under the backfill."""
+    from .launch import Launcher
     from .partitions import partition_key
 
-    job = defs.resolve_job_def(job_name)
-    t0, failed = time.perf_counter(), 0
-    for i, (t, w) in enumerate(pairs, 1):
-        res = job.execute_in_process(partition_key=partition_key(t, w), instance=instance, raise_on_error=False,
-                                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-        if not res.success:
-            failed += 1
-            print(f"  {job_name} {t}|{w}: FAILED (run {res.run_id}; see the UI or `riskml failures`)", file=sys.stderr)
-        if i % 20 == 0 or i == len(pairs):
-            print(f"  {verb} {i}/{len(pairs)} tenant-weeks ({time.perf_counter() - t0:.0f}s)")
-    return failed
+    if not pairs:
+        return 0
+    t0 = time.perf_counter()
+
+    def progress(i: int, n: int, out) -> None:
+        if not out.success:
+            print(f"  {job_name} {out.partition}: FAILED (run {out.run_id}; see the UI or `riskml failures`)",
+                  file=sys.stderr)
+        if i % 20 == 0 or i == n:
+            print(f"  {verb} {i}/{n} tenant-weeks ({time.perf_counter() - t0:.0f}s)")
+
+    keys = [partition_key(t, w) for t, w in pairs]
+    own = launcher is None
+    launcher = launcher or Launcher(instance)
+    try:
+        backfill_id, outcomes = launcher.backfill(job_name, keys, title=title, progress=progress)
+    finally:
+        if own:
+            launcher.__exit__(None, None, None)
+    print(f"  backfill {backfill_id} of {job_name}: {len(outcomes)} run(s) (Overview -> Backfills in the UI)")
+    return sum(1 for o in outcomes if not o.success)
 
 
-def ingest_history(instance, tenants: dict[str, list[str]], force: bool = False, until: dict[str, str] | None = None) -> int:
-    """Materialize the ingestion assets of every tenant-week that has files and no materialization yet."""
+def ingest_history(instance, tenants: dict[str, list[str]], force: bool = False, until: dict[str, str] | None = None,
+                   launcher=None) -> int:
+    """Materialize the ingestion assets of every tenant-week that has files and no materialization yet: one
+    backfill of ``ingest_job`` (one run per tenant-week, in this process)."""
     import dagster as dg
 
     from .partitions import partition_key
@@ -199,7 +214,8 @@ def ingest_history(instance, tenants: dict[str, list[str]], force: bool = False,
     done = set() if force else set(instance.get_materialized_partitions(dg.AssetKey("risk_snapshots")))
     todo = [(t, w) for t, ws in tenants.items() for w in ws
             if (until is None or w <= until.get(t, w)) and partition_key(t, w) not in done]
-    return run_partitions(instance, "ingest_job", todo, verb="ingested")
+    return run_partitions(instance, "ingest_job", todo, verb="ingested", launcher=launcher,
+                          title=f"riskml ingest-history: {len(todo)} tenant-week(s)")
 
 
 def cmd_backfill(args) -> int:
@@ -217,7 +233,7 @@ def cmd_backfill(args) -> int:
 
     recover(instance)
     with SlotWatchdog(instance):
-        return 1 if run_partitions(instance, args.job, todo) else 0
+        return 1 if run_partitions(instance, args.job, todo, title=f"riskml backfill {args.tenant}") else 0
 
 
 def cmd_rollback(args) -> int:
@@ -268,10 +284,36 @@ def cmd_ingest(args) -> int:
     return 1 if ingest_history(instance, weeks, force=args.force) else 0
 
 
-def materialize_cmd(tenant: str, week: str, assets=None) -> list[str]:
-    assets = assets or train_assets()
-    return [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "riskml_assets.definitions",
-            "--select", ",".join(assets), "--partition", f"{tenant}|{week}"]
+def launch_cmd(job: str, tenant: str, week: str) -> str:
+    """The shell command that starts the same run by hand (recorded under its job, like this one)."""
+    return f"riskml launch --job {job} --partition '{tenant}|{week}'"
+
+
+def cmd_launch(args) -> int:
+    """One run of a job for one partition, executed here and recorded under the job in the code location."""
+    from .launch import Launcher
+
+    instance = _instance()
+    recover(instance)
+    from .recovery import SlotWatchdog
+
+    with Launcher(instance) as launcher, SlotWatchdog(instance):
+        if args.partition:
+            tenant, _, week = args.partition.partition("|")
+            try:
+                tenant_arg(tenant)  # a tenant outside the contract never becomes a path
+                week_arg(week)
+            except argparse.ArgumentTypeError as exc:
+                raise CliError(f"--partition {args.partition!r}: {exc}") from None
+            if tenant not in instance.get_dynamic_partitions("tenant"):
+                raise CliError(f"unknown tenant {tenant!r}: not a registered tenant partition "
+                               "(`riskml register-tenants`)")
+        config = json.loads(args.config_json) if args.config_json else None
+        if config is not None:
+            config = {**config, "loggers": config.get("loggers", {"console": {"config": {"log_level": "WARNING"}}})}
+        out = launcher.run(args.job, args.partition, run_config=config)
+    print(f"{args.job} {args.partition or ''}: {'ok' if out.success else 'FAILED'} (run {out.run_id})")
+    return 0 if out.success else 1
 
 
 def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
@@ -293,6 +335,7 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
             run_id = recs[0].run_id
             evals = [e.dagster_event.event_specific_data for e in instance.all_logs(
                 run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+            evals = [e for e in evals if e.partition in (None, pk)]  # this partition's (checks are partitioned)
             passed = sum(1 for e in evals if e.passed)
             failed = [e.check_name for e in evals if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
             warned = [e.check_name for e in evals if not e.passed and e.severity != dg.AssetCheckSeverity.ERROR]
@@ -346,24 +389,27 @@ def cmd_run(args) -> int:
     all_targets = target_weeks(incoming, list(weeks))
     targets = {t: w for t, w in all_targets.items() if w}
     skipped = sorted(t for t, w in all_targets.items() if not w)
-    print(f"ingesting history (one run per tenant-week that has files) ...")
+    print("ingesting history (one backfill: one run per tenant-week that has files) ...")
+    from .launch import Launcher
+    from .partitions import partition_key
     from .recovery import SlotWatchdog
 
     launch_failed = []
-    with SlotWatchdog(instance):  # a run killed elsewhere while holding a pool slot must not stall this one
-        ingest_failed = ingest_history(instance, weeks, until=targets)
+    # a run killed elsewhere while holding a pool slot must not stall this one
+    with Launcher(instance) as launcher, SlotWatchdog(instance):
+        ingest_failed = ingest_history(instance, weeks, until=targets, launcher=launcher)
         for tenant, week in targets.items():
-            cmd = materialize_cmd(tenant, week)
-            print(f"$ {' '.join(cmd[0:1] and ['dagster'] + cmd[1:])}")
             t0 = time.perf_counter()
-            proc = launch(cmd, instance)
-            status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
+            for job in ("train_job", "score_job"):  # scoring only after a training run that passed its gates
+                print(f"$ {launch_cmd(job, tenant, week)}")
+                out = launcher.run(job, partition_key(tenant, week))
+                if not out.success:
+                    launch_failed.append(tenant)
+                    for ln in run_errors(instance, out.run_id)[-5:]:
+                        print(f"    {ln[:300]}")
+                    break
+            status = "FAILED" if tenant in launch_failed else "ok"
             print(f"  {tenant}|{week}: {status} in {time.perf_counter() - t0:.0f}s")
-            if proc.returncode != 0:
-                launch_failed.append(tenant)
-                tail = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln or "Error" in ln or "FAILED" in ln]
-                for ln in tail[-5:]:
-                    print(f"    {ln[:300]}")
     print()
     rows = summary_rows(instance, targets)
     print_summary(rows)
@@ -390,22 +436,20 @@ def run_exit_code(rows: list[dict], launch_failed: list[str], ingest_failed: int
     return 0
 
 
-def launch(cmd: list[str], instance) -> subprocess.CompletedProcess:
-    """Run a Dagster CLI command; on Ctrl-C stop it (SIGTERM, then SIGKILL: a step waiting for a pool slot
-    ignores SIGTERM) and recover its run, so that nothing is left holding a slot."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate()
-    except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        recover(instance)
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+def run_errors(instance, run_id: str) -> list[str]:
+    """One line per failed step or failed blocking gate of a run (what the user needs to look at)."""
+    import dagster as dg
+
+    lines = []
+    for e in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE,
+                                                dg.DagsterEventType.ASSET_CHECK_EVALUATION}):
+        ev = e.dagster_event
+        if ev.event_type == dg.DagsterEventType.STEP_FAILURE:
+            err = getattr(ev.event_specific_data, "error", None)
+            lines.append(f"ERROR {ev.step_key}: " + (err.message.strip().splitlines()[0] if err else "failed"))
+        elif not ev.event_specific_data.passed and ev.event_specific_data.severity == dg.AssetCheckSeverity.ERROR:
+            lines.append(f"FAILED gate {ev.event_specific_data.check_name}")
+    return lines
 
 
 def recover(instance) -> list[dict]:
@@ -445,12 +489,28 @@ def check_rows(instance, tenant: str, week: str) -> list[dict]:
     from .definitions import defs
     from .partitions import partition_key
 
+    from .checks import partition_checks
+
     pk = partition_key(tenant, week)
     rows = []
+
+    def row(key, ev, run_id):
+        md = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
+        return {"asset": key.to_user_string(), "check": ev.check_name, "passed": bool(ev.passed),
+                "severity": ev.severity.value, "value": md.get("value"), "op": md.get("operator"),
+                "threshold": md.get("threshold"), "run_id": run_id, "partition": ev.partition}
+
     for asset in defs.assets:
         if not getattr(asset, "check_specs", None):
             continue
         for key in asset.keys:
+            # the partition's own stored results (check specs are partitioned like their asset)
+            found = partition_checks(instance, [s.key for s in asset.check_specs if s.asset_key == key], pk,
+                                     completed=True)
+            if found:
+                rows.extend(row(key, c.evaluation, c.run_id) for c in found.values() if c.evaluation is not None)
+                continue
+            # results stored before the specs were partitioned (partition None): those of the latest materialization
             recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]),
                                                    limit=1).records
             if not recs:
@@ -458,12 +518,8 @@ def check_rows(instance, tenant: str, week: str) -> list[dict]:
             run_id = recs[0].run_id
             for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
                 ev = e.dagster_event.event_specific_data
-                if ev.asset_key != key:
-                    continue
-                md = {k: getattr(v, "value", v) for k, v in (ev.metadata or {}).items()}
-                rows.append({"asset": key.to_user_string(), "check": ev.check_name, "passed": bool(ev.passed),
-                             "severity": ev.severity.value, "value": md.get("value"), "op": md.get("operator"),
-                             "threshold": md.get("threshold"), "run_id": run_id})
+                if ev.asset_key == key and ev.partition is None:
+                    rows.append(row(key, ev, run_id))
     return rows
 
 
@@ -478,7 +534,7 @@ def cmd_checks(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
-        print(f"gates of {args.tenant}|{week} (latest materialization of each asset)")
+        print(f"gates of {args.tenant}|{week} (the latest result of each gate for this partition)")
         fmt = "{:<28} {:<38} {:<6} {:>10} {:>3} {:>9}"
         print(fmt.format("asset", "check", "result", "value", "op", "threshold"))
         for r in rows:
@@ -531,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", required=True, type=reason_arg)
     rb.add_argument("--further", action="store_true", help="go back one more champion after a rollback")
     rb.set_defaults(fn=cmd_rollback)
+    la = sub.add_parser("launch", help="one run of a job for one partition, recorded under the job in the UI "
+                                       "(unlike `dg launch`/`dagster asset materialize` in Dagster 1.13)")
+    la.add_argument("--job", required=True, choices=["ingest_job", "train_job", "score_job", "families_job",
+                                                     "riskml_full_job"])
+    la.add_argument("--partition", required=True, help="'tenant|week', e.g. 'acme|2026-11-16'")
+    la.add_argument("--config-json", help="run config as JSON (as for `dagster job execute --config-json`)")
+    la.set_defaults(fn=cmd_launch)
     rc = sub.add_parser("recover", help="mark runs whose process died (kill -9) as failed and free the pool slots "
                                         "they hold, e.g. mlflow_registry (also done at the start of run/backfill)")
     rc.add_argument("--json", action="store_true")

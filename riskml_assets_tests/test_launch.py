@@ -1,0 +1,106 @@
+"""Runs started by the riskml CLI are runs of the code location's jobs (issue 10 item 5): they carry the remote
+origin of the location ``riskml``, the UI's Runs tab of the job lists them, and a history is one backfill."""
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from riskml_assets import cli
+from riskml_assets.core import simulator
+
+REPO_LABEL = "__repository__@riskml"
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """A fresh working folder (relative data/ paths of the default resources) with its own instance."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for k in ("RISKML_DATA_DIR", "RISKML_STORAGE"):
+        monkeypatch.delenv(k, raising=False)
+    sim = simulator.simulate_tenant(simulator.TenantSpec("tiny", 4.0, 3), weeks=2)
+    simulator.write_tenant(sim, tmp_path / "data" / "incoming", tmp_path / "data" / "oracle")
+    return tmp_path
+
+
+def _graphql(launcher, query: str, variables: dict):
+    """Ask the webserver's GraphQL schema, on a workspace of the code location (what the UI asks)."""
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    res = execute_dagster_graphql(launcher._ctx.create_request_context(), query, variables)
+    assert not res.errors, res.errors
+    return res.data
+
+
+JOB_RUNS = """query ($job: String!) {
+  pipelineOrError(params: {pipelineName: $job, repositoryName: "__repository__", repositoryLocationName: "riskml"}) {
+    ... on Pipeline { runs { runId pipelineName repositoryOrigin { repositoryLocationName repositoryName } } }
+  }
+}"""
+BACKFILL = """query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status numPartitions partitionNames runs(limit: 100) { runId } }
+  }
+}"""
+
+
+def test_ingest_history_is_one_backfill_of_runs_listed_under_ingest_job(user_dir, capsys):
+    assert cli.main(["ingest-history"]) == 0
+    out = capsys.readouterr().out
+    weeks = cli.tenant_weeks(user_dir / "data" / "incoming")[0]["tiny"]
+    assert len(weeks) >= 2
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="ingest_job"))
+        assert len(runs) == len(weeks)
+        assert sorted(r.tags["dagster/partition"] for r in runs) == [f"tiny|{w}" for w in weeks]
+        for r in runs:  # the code location's origin, as runs launched from the UI have
+            assert r.remote_job_origin is not None
+            assert r.remote_job_origin.location_name == "riskml"
+            assert r.remote_job_origin.repository_origin.repository_name == "__repository__"
+            assert r.job_code_origin is not None and r.status == dg.DagsterRunStatus.SUCCESS
+        # what the UI's Runs tab filters on: job name + the repository label tag
+        labelled = instance.get_runs(dg.RunsFilter(job_name="ingest_job", tags={".dagster/repository": REPO_LABEL}))
+        assert {r.run_id for r in labelled} == {r.run_id for r in runs}
+        # one backfill, every run under it
+        [backfill_id] = {r.tags["dagster/backfill"] for r in runs}
+        assert f"backfill {backfill_id} of ingest_job" in out
+        # a run executed the old way (execute_in_process) is not listed under the job: that was the bug
+        from riskml_assets.definitions import defs
+
+        old = defs.resolve_job_def("ingest_job").execute_in_process(
+            partition_key=f"tiny|{weeks[0]}", instance=instance, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        assert old.dagster_run.remote_job_origin is None
+
+        from riskml_assets.launch import Launcher
+
+        with Launcher(instance) as launcher:
+            data = _graphql(launcher, JOB_RUNS, {"job": "ingest_job"})
+            bf = _graphql(launcher, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        listed = data["pipelineOrError"]["runs"]
+        assert {r["runId"] for r in listed} == {r.run_id for r in runs}  # not the execute_in_process run
+        assert all(r["repositoryOrigin"] == {"repositoryLocationName": "riskml", "repositoryName": "__repository__"}
+                   for r in listed)
+        assert bf["status"] == "COMPLETED_SUCCESS" and bf["numPartitions"] == len(weeks)
+        assert sorted(bf["partitionNames"]) == [f"tiny|{w}" for w in weeks]
+        assert {r["runId"] for r in bf["runs"]} == {r.run_id for r in runs}
+    # nothing left to ingest: a second call starts no run and no backfill
+    assert cli.main(["ingest-history"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        assert len(instance.get_runs(dg.RunsFilter(job_name="ingest_job"))) == len(weeks) + 1
+        assert len(instance.get_backfills()) == 1
+
+
+def test_launch_command_records_the_run_under_its_job_and_refuses_bad_partitions(user_dir, capsys):
+    assert cli.main(["register-tenants"]) == 0
+    week = cli.tenant_weeks(user_dir / "data" / "incoming")[0]["tiny"][-1]
+    assert cli.main(["launch", "--job", "ingest_job", "--partition", f"tiny|{week}"]) == 0
+    assert "ingest_job tiny|" in capsys.readouterr().out
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs(dg.RunsFilter(job_name="ingest_job", tags={".dagster/repository": REPO_LABEL}))
+        assert run.tags["dagster/partition"] == f"tiny|{week}" and "dagster/backfill" not in run.tags
+    assert cli.main(["launch", "--job", "ingest_job", "--partition", f"nobody|{week}"]) == 2
+    assert "unknown tenant 'nobody'" in capsys.readouterr().err
+    assert cli.main(["launch", "--job", "ingest_job", "--partition", "tiny|2026-11-17"]) == 2
+    assert "not a Monday" in capsys.readouterr().err
