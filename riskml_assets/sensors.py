@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from .assets.ingest import ingest_assets
+from .checks import partition_checks
 from .core.contract import latest_complete_week
 from .core.schemas import ROUTED_KINDS
 from .core.watch import dump_state, load_state, scan, weeks_to_ingest
@@ -69,14 +70,14 @@ def ingestion_blocked(instance: dg.DagsterInstance, tenant: str, week: str) -> s
     (snapshots, outcomes, activities, interactions) of the partition ended in a failed run without
     materializing, after its last successful materialization (the stored value is stale; Dagster OSS
     records no "failed to materialize" event, so the latest *planned* materialization is compared);
-    or a blocking ERROR check evaluated with the latest materialization of any of them failed (an
-    input gate, an unreadable file, ...) or never completed in a failed run. Each ingest asset is judged on its own latest materialization, so an asset
-    re-ingested in a later, separate run is seen too.
+    or the latest result of a blocking ERROR check of the partition failed (an input gate, an unreadable
+    file, ...), or its latest evaluation never completed in a failed run. Each ingest asset is judged on its
+    own, so an asset re-ingested in a later, separate run is seen too.
 
-    The checks are the in-asset ``check_specs`` of a partitioned asset: Dagster stores their results
-    without a partition (``partition=None``), so "the latest result of a check" across the instance may
-    belong to another tenant-week. The results of this partition are the ones emitted with its latest
-    materialization (same run, ``target_materialization_data`` pointing at that materialization).
+    The gates are partitioned check specs (``checks.check_spec``): Dagster stores each result with its
+    partition key, so the partition's own latest results are read directly (``checks.partition_checks``).
+    Results recorded before the specs were partitioned have no partition; for those the results emitted
+    with the partition's latest materialization are used (``_unpartitioned_gate_reasons``).
     """
     pk = partition_key(tenant, week)
     reasons: list[str] = []
@@ -97,25 +98,58 @@ def ingestion_blocked(instance: dg.DagsterInstance, tenant: str, week: str) -> s
             if name == "risk_snapshots":
                 return "; ".join([*reasons, "no ingested snapshots for the week"])
             continue
-        rec = mats[0]
-        blocking = {spec.key.name: spec.blocking for spec in asset.check_specs}
-        evaluated = set()
-        for e in instance.all_logs(rec.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-            ev = e.dagster_event.event_specific_data
-            target = ev.target_materialization_data
-            if ev.asset_key != key or (target is not None and target.storage_id != rec.storage_id):
+        blocking = {spec.key: spec.blocking for spec in asset.check_specs}
+        latest = partition_checks(instance, blocking, pk)
+        if not latest:
+            reasons.extend(_unpartitioned_gate_reasons(instance, asset, mats[0]))
+            continue
+        unfinished = []
+        for ck, spec_blocking in blocking.items():
+            rec = latest.get(ck)
+            if rec is not None and rec.status == "PLANNED":
+                run = instance.get_run_by_id(rec.run_id)
+                if run is not None and run.is_finished:
+                    if run.status != dg.DagsterRunStatus.SUCCESS and spec_blocking:
+                        unfinished.append((ck.name, rec.run_id, run.status.value))
+                    continue  # a successful run that emitted no result: Dagster does not gate on it either
+                rec = partition_checks(instance, [ck], pk, completed=True).get(ck)  # in progress: the last result
+            ev = rec.evaluation if rec is not None else None
+            if ev is None:
                 continue
-            evaluated.add(ev.check_name)
-            is_blocking = ev.blocking if ev.blocking is not None else blocking.get(ev.check_name, True)
+            is_blocking = ev.blocking if ev.blocking is not None else spec_blocking
             if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR and is_blocking:
-                reasons.append(f"failed input gate {ev.check_name}")
-        missing = sorted(n for n, b in blocking.items() if b and n not in evaluated)
-        if missing:
-            run = instance.get_run_by_id(rec.run_id)
-            if run is not None and run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS:
-                reasons.append(f"input gates of {name} did not complete in run {rec.run_id[:8]} "
-                               f"({run.status.value}): {', '.join(missing)}")
+                reasons.append(f"failed input gate {ck.name}")
+        for run_id in dict.fromkeys(r for _, r, _ in unfinished):
+            names = sorted(n for n, r, _ in unfinished if r == run_id)
+            status = next(s for _, r, s in unfinished if r == run_id)
+            reasons.append(f"input gates of {name} did not complete in run {run_id[:8]} ({status}): {', '.join(names)}")
     return "; ".join(reasons) or None
+
+
+def _unpartitioned_gate_reasons(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, rec) -> list[str]:
+    """Gate failures of an ingest asset whose results were stored without a partition (before the specs were
+    partitioned): the results emitted with the partition's latest materialization ``rec`` (same run,
+    ``target_materialization_data`` pointing at it)."""
+    key, reasons = asset.key, []
+    blocking = {spec.key.name: spec.blocking for spec in asset.check_specs}
+    evaluated = set()
+    for e in instance.all_logs(rec.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        ev = e.dagster_event.event_specific_data
+        target = ev.target_materialization_data
+        if ev.asset_key != key or ev.partition is not None or (
+                target is not None and target.storage_id != rec.storage_id):
+            continue
+        evaluated.add(ev.check_name)
+        is_blocking = ev.blocking if ev.blocking is not None else blocking.get(ev.check_name, True)
+        if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR and is_blocking:
+            reasons.append(f"failed input gate {ev.check_name}")
+    missing = sorted(n for n, b in blocking.items() if b and n not in evaluated)
+    if missing:
+        run = instance.get_run_by_id(rec.run_id)
+        if run is not None and run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS:
+            reasons.append(f"input gates of {key.to_user_string()} did not complete in run {rec.run_id[:8]} "
+                           f"({run.status.value}): {', '.join(missing)}")
+    return reasons
 
 
 @dg.schedule(job=train_job, cron_schedule="0 6 * * 1", execution_timezone="UTC",

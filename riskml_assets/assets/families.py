@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from ..checks import check_spec
 from ..core import families as FAM
 from ..core import forecast as FC
 from ..core import plots
@@ -119,8 +120,8 @@ def build_family_assets(family: str) -> list[dg.AssetsDefinition]:
 
     @dg.asset(name=f"{family}_evaluation", partitions_def=tenant_week, group_name=family, owners=OWNERS,
               kinds={"python"}, tags={"domain": "risk", "family": family}, code_version="1", ins=eval_ins,
-              check_specs=[dg.AssetCheckSpec(g.name, asset=f"{family}_evaluation", blocking=True, description=
-                                             f"{g.description} (default {g.metric} {g.op} {g.threshold:g}, {g.action})")
+              check_specs=[check_spec(g.name, f"{family}_evaluation", description=  # partitioned like the asset
+                                      f"{g.description} (default {g.metric} {g.op} {g.threshold:g}, {g.action})")
                            for g in spec.gates],
               description=f"Evaluation of {family} on its real test split against its baseline, with its gates.")
     def _evaluation(context: dg.AssetExecutionContext, riskml: RiskmlSettings, mlflow: MlflowTracking, **inputs):
