@@ -10,11 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from .assets.ingest import ingest_assets
+from .assets.ingest import INGEST_ASSETS, ingest_assets
 from .checks import partition_checks
 from .core.contract import latest_complete_week
 from .core.schemas import ROUTED_KINDS
-from .core.watch import dump_state, load_state, scan, weeks_to_ingest
+from .core.watch import already_ingested, dump_state, load_state, plan_requests, scan
 from .jobs import full_job, ingest_job, train_job
 from .partitions import PARTITIONS_START, partition_key, tenant_partitions
 from .resources import RiskmlSettings
@@ -23,37 +23,67 @@ INGEST_GATES = ("risk_snapshots_schema", "risk_snapshots_duplicate_keys", "risk_
                 "risk_snapshots_not_empty")
 
 
+def materialized_times(instance: dg.DagsterInstance, tenants) -> dict[tuple[str, str, str], float]:
+    """{(tenant, week, kind): time of the latest materialization of the kind's ingest asset} for ``tenants``."""
+    tenants = set(tenants)
+    out: dict[tuple[str, str, str], float] = {}
+    for kind, (name, *_) in INGEST_ASSETS.items():
+        cursor = None
+        while True:
+            res = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(name)), limit=1000,
+                                                  cursor=cursor)
+            for rec in res.records:  # newest first: the first one of a partition is its latest
+                tenant, _, week = (rec.partition_key or "").partition("|")
+                if tenant in tenants:
+                    out.setdefault((tenant, week, kind), rec.timestamp)
+            if not res.has_more:
+                break
+            cursor = res.cursor
+    return out
+
+
+def ingested_snapshot_weeks(instance: dg.DagsterInstance) -> dict[str, set[str]]:
+    weeks: dict[str, set[str]] = {}
+    for pk in instance.get_materialized_partitions(dg.AssetKey("risk_snapshots")):
+        t, _, w = pk.partition("|")
+        weeks.setdefault(t, set()).add(w)
+    return weeks
+
+
 @dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Watches <incoming_dir>/<tenant>/ and requests the ingestion of each new or changed file's "
-                       "tenant-week once; new tenants are added to the tenant partitions first.")
+           description="Watches <incoming_dir>/<tenant>/ and requests one ingestion per tenant-week with new or "
+                       "changed files; new tenants are added to the tenant partitions first. An empty cursor is "
+                       "seeded from what is already ingested.")
 def snapshot_sensor(context: dg.SensorEvaluationContext, riskml: RiskmlSettings):
     state = load_state(context.cursor)
     events, refused, new_state = scan(Path(riskml.incoming_dir), state, first_week=PARTITIONS_START)
     for rel, reason in refused:
         context.log.warning(f"refused incoming file {rel!r}: {reason} (listed in the sensor cursor and reported once "
                             f"per content; the other files go on; the file is left in place)")
+    if not state["files"] and events:
+        # the cursor knows no file yet (first tick, a reset cursor): files already ingested after their last
+        # change (e.g. by `riskml ingest-history`) are recorded as seen, without a request
+        events, seen = already_ingested(events, materialized_times(context.instance, {e.tenant for e in events}))
+        if seen:
+            context.log.info(f"cursor seeded: {len(seen)} file(s) of {len({(e.tenant, e.week) for e in seen})} "
+                             f"tenant-week(s) already ingested after their last change; not requested again")
     known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
     new_tenants = sorted({e.tenant for e in events} - known)
-    ingested = None  # tenant -> weeks with ingested snapshots, read once and only for a routed (outcomes) file
+    routed = any(e.kind in ROUTED_KINDS for e in events)
+    plan = plan_requests(events, ingested_snapshot_weeks(context.instance) if routed else None,
+                         first_week=PARTITIONS_START)
     requests = []
-    for e in events:
-        weeks = [e.week]
-        if e.kind in ROUTED_KINDS:
-            if ingested is None:
-                ingested = {}
-                for pk in context.instance.get_materialized_partitions(dg.AssetKey("risk_snapshots")):
-                    t, _, w = pk.partition("|")
-                    ingested.setdefault(t, set()).add(w)
-            weeks = weeks_to_ingest(e, ingested.get(e.tenant, set()), first_week=PARTITIONS_START)
-        tags = {"riskml/file": e.rel_path, "riskml/kind": e.kind, "riskml/sha256": e.digest[:16]}
-        for w in weeks:
-            own = w == e.week
-            requests.append(dg.RunRequest(run_key=e.run_key if own else f"{e.run_key}>{w}",
-                                          partition_key=partition_key(e.tenant, w),
-                                          tags=tags if own else {**tags, "riskml/late_rows_from": e.week}))
-        context.log.info(f"new file {e.rel_path} -> ingest {e.tenant}|{e.week}"
-                         + (f" and the earlier weeks it may carry rows for: {', '.join(weeks[1:])}"
-                            if len(weeks) > 1 else ""))
+    for req in plan:
+        tags = {"riskml/file": ",".join(req.files), "riskml/files": str(len(req.files)),
+                "riskml/kind": ",".join(sorted({e.kind for e in req.events})),
+                "riskml/sha256": ",".join(e.digest[:16] for e in sorted(req.events, key=lambda e: e.rel_path))}
+        if req.late_from:
+            tags["riskml/late_rows_from"] = ",".join(req.late_from)
+        requests.append(dg.RunRequest(run_key=req.run_key, partition_key=partition_key(req.tenant, req.week),
+                                      tags=tags))
+        context.log.info(f"ingest {req.tenant}|{req.week}: {len(req.files)} new or changed file(s) "
+                         f"{', '.join(req.files)}"
+                         + (f" (late rows from week(s) {', '.join(req.late_from)})" if req.late_from else ""))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[tenant_partitions.build_add_request(new_tenants)] if new_tenants else [],

@@ -340,11 +340,57 @@ def test_a_new_outcomes_file_also_reingests_the_earlier_weeks_it_may_carry_late_
     aside = new_outcomes.with_name(".held-back")
     new_outcomes.rename(aside)
     res = daemon_tick(watch)
-    assert sorted(r.partition_key for r in res.run_requests) == sorted(
-        [f"late|{older}", f"late|{older}", f"late|{last}"])  # no earlier week ingested yet: own weeks only
+    # one request per tenant-week (the snapshots and outcomes files of the older week together); no earlier
+    # week ingested yet: own weeks only
+    assert [r.partition_key for r in res.run_requests] == [f"late|{older}", f"late|{last}"]
+    assert res.run_requests[0].tags["riskml/files"] == "2"
     assert watch.run("ingest_job", "late", older).success
     aside.rename(new_outcomes)
     res2 = daemon_tick(watch, res.cursor)
     got = [(r.partition_key, r.tags.get("riskml/late_rows_from")) for r in res2.run_requests]
-    assert got == [(f"late|{last}", None), (f"late|{older}", last)]
-    assert len({r.run_key for r in [*res.run_requests, *res2.run_requests]}) == 5
+    assert got == [(f"late|{older}", last), (f"late|{last}", None)]  # one request per tenant-week, oldest first
+    assert len({r.run_key for r in [*res.run_requests, *res2.run_requests]}) == 4
+
+
+def test_after_a_cli_ingest_the_first_tick_requests_nothing_and_new_files_of_a_week_are_one_request(watch):
+    """Issue 10 item 7: the cursor starts empty after `riskml ingest-history`; files whose tenant-week was
+    ingested after their last change are seen (recorded in the cursor, no request); the files of a new week
+    are one request, whose run key covers all of them."""
+    files = write_week(watch, "acme", kinds=("snapshots", "activities"), weeks=3, offset=21)
+    weeks = sorted({_week_of(f) for f in files})
+    held = [f for f in files if _week_of(f) == weeks[-1]]
+    assert len(held) == 2
+    for f in held:
+        f.rename(f.with_name(f".held-{f.name}"))
+    watch.ingest_all("acme")  # what `riskml ingest-history` does, into the same instance
+    visible = [f for f in files if f not in held]
+    res = daemon_tick(watch)
+    assert not res.run_requests, [r.partition_key for r in res.run_requests]
+    assert set(json.loads(res.cursor)["files"]) == {f"acme/{f.name}" for f in visible}
+    # two new files of one new week: one request with both files
+    for f in held:
+        f.with_name(f".held-{f.name}").rename(f)
+        os.utime(f)
+    res2 = daemon_tick(watch, res.cursor)
+    [req] = res2.run_requests
+    assert req.partition_key == f"acme|{weeks[-1]}"
+    assert req.tags["riskml/file"] == ",".join(sorted(f"acme/{f.name}" for f in held))
+    assert req.tags["riskml/files"] == "2" and req.run_key.startswith(f"acme|{weeks[-1]}#")
+    assert not daemon_tick(watch, res2.cursor).run_requests
+    # a file changed after its week was ingested is not hidden by the seeding of an empty cursor
+    changed = [f for f in visible if f.name.startswith("snapshots-") and _week_of(f) == weeks[0]][0]
+    df = pd.read_parquet(changed)
+    df.head(len(df) - 1).to_parquet(changed, index=False)
+    os.utime(changed, (changed.stat().st_atime, changed.stat().st_mtime + 5))
+    res3 = daemon_tick(watch)
+    assert sorted(r.partition_key for r in res3.run_requests) == [f"acme|{weeks[0]}", f"acme|{weeks[-1]}"]
+
+
+def test_without_a_seed_several_files_of_a_tenant_week_are_still_one_request(watch):
+    """No ingestion yet: every tenant-week with files is requested once, whatever the number of its files."""
+    files = write_week(watch, "multi", kinds=("snapshots", "outcomes", "activities"), weeks=2, offset=22)
+    res = daemon_tick(watch)
+    weeks = sorted({_week_of(f) for f in files})
+    assert [r.partition_key for r in res.run_requests] == [f"multi|{w}" for w in weeks]
+    assert sum(int(r.tags["riskml/files"]) for r in res.run_requests) == len(files)
+    assert len({r.run_key for r in res.run_requests}) == len(weeks)

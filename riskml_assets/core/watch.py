@@ -34,6 +34,7 @@ class FileEvent:
     rel_path: str
     digest: str
     seq: int = 0  # the cursor's event number of this content
+    mtime: float = 0.0  # the file's modification time (epoch seconds) when it was hashed
 
     @property
     def run_key(self) -> str:
@@ -211,5 +212,62 @@ def scan(root: Path, state: dict, *, today: dt.date | None = None,
                 continue  # touched, same content: nothing to do
             seq += 1
             events.append(FileEvent(tenant=tenant, week=verdict.week, kind=kind, rel_path=rel, digest=digest,
-                                    seq=seq))
+                                    seq=seq, mtime=st.st_mtime))
     return events, new_refusals, new_state()
+
+
+@dataclass(frozen=True)
+class WeekRequest:
+    """One ingestion request of a tenant-week: every new or changed file of one tick that calls for it."""
+    tenant: str
+    week: str
+    events: tuple[FileEvent, ...]  # the files dated in the week (own) and the routed files of later weeks
+    late_from: tuple[str, ...] = ()  # weeks of the routed files (outcomes) that may carry late rows for it
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(e.rel_path for e in self.events)
+
+    @property
+    def run_key(self) -> str:
+        """Covers every event of the request: one event keeps its own key (file@sha#seq); several give
+        ``tenant|week#seq,seq,...`` (event numbers are unique in the cursor, so a later change is a new key)."""
+        own = [e for e in self.events if e.week == self.week]
+        if len(self.events) == 1:
+            e = self.events[0]
+            return e.run_key if own else f"{e.run_key}>{self.week}"
+        return f"{self.tenant}|{self.week}#" + ",".join(str(s) for s in sorted(e.seq for e in self.events))
+
+
+def plan_requests(events: list[FileEvent], ingested_weeks: dict[str, set[str]] | None = None, *,
+                  today: dt.date | None = None, first_week: str | None = None) -> list[WeekRequest]:
+    """One request per tenant-week for the events of one tick (several files of a week are one ingestion).
+
+    A routed file (outcomes) also calls for the already-ingested earlier weeks it may carry rows for
+    (``weeks_to_ingest`` with ``ingested_weeks[tenant]``); those merge with the other requests of the same
+    tenant-week. Sorted by tenant, then week (oldest first)."""
+    ingested_weeks = ingested_weeks or {}
+    groups: dict[tuple[str, str], list[FileEvent]] = {}
+    late: dict[tuple[str, str], set[str]] = {}
+    for e in events:
+        for w in weeks_to_ingest(e, ingested_weeks.get(e.tenant, set()), today=today, first_week=first_week):
+            groups.setdefault((e.tenant, w), []).append(e)
+            if w != e.week:
+                late.setdefault((e.tenant, w), set()).add(e.week)
+    return [WeekRequest(t, w, tuple(sorted(evs, key=lambda x: x.seq)), tuple(sorted(late.get((t, w), ()))))
+            for (t, w), evs in sorted(groups.items())]
+
+
+def already_ingested(events: list[FileEvent], materialized_at: dict[tuple[str, str, str], float]
+                     ) -> tuple[list[FileEvent], list[FileEvent]]:
+    """Split the events of a first scan (empty cursor) into (new, seen).
+
+    ``materialized_at[(tenant, week, kind)]`` is the time (epoch seconds) of the latest materialization of the
+    ingest asset of ``kind`` for that tenant-week. A file whose own tenant-week was ingested at or after the
+    file's modification time was read by that ingestion (e.g. ``riskml ingest-history`` before the sensor was
+    switched on): it counts as seen. Any other file is new."""
+    new, seen = [], []
+    for e in events:
+        at = materialized_at.get((e.tenant, e.week, e.kind))
+        (seen if at is not None and at >= e.mtime else new).append(e)
+    return new, seen

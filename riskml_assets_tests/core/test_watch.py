@@ -183,3 +183,44 @@ def test_the_cli_listing_refuses_linked_tenant_folders_and_files_leaving_the_ten
     assert set(reasons) == {"mallory", "outcomes-2026-11-16.parquet", "activities-2026-11-16.parquet"}
     assert "symbolic link" in reasons["mallory"] and "outside the tenant folder" in reasons["outcomes-2026-11-16.parquet"]
     assert "dangling" in reasons["activities-2026-11-16.parquet"]
+
+
+def test_plan_requests_is_one_request_per_tenant_week_covering_every_file(tmp_path):
+    from riskml_assets.core.watch import plan_requests
+
+    for rel in ("acme/snapshots-2026-11-16.parquet", "acme/snapshots-2026-11-18.parquet",
+                "acme/activities-2026-11-17.parquet", "acme/snapshots-2026-11-09.parquet",
+                "beta/snapshots-2026-11-16.parquet"):
+        put(tmp_path, rel, rel.encode())
+    events, _, state = run(tmp_path)
+    plan = plan_requests(events, first_week=FIRST)
+    assert [(r.tenant, r.week, len(r.files)) for r in plan] == [
+        ("acme", "2026-11-09", 1), ("acme", "2026-11-16", 3), ("beta", "2026-11-16", 1)]
+    week = plan[1]
+    assert week.run_key == "acme|2026-11-16#" + ",".join(str(e.seq) for e in sorted(week.events, key=lambda e: e.seq))
+    assert plan[0].run_key == plan[0].events[0].run_key  # a single file keeps its own key (file@sha#seq)
+    # an outcomes file of a later week joins the request of an already-ingested week it carries late rows for
+    put(tmp_path, "acme/outcomes-2026-11-23.parquet", b"late rows")
+    events2, _, _ = run(tmp_path, state)
+    plan2 = plan_requests(events2, {"acme": {"2026-11-09", "2026-11-16"}}, today=TODAY, first_week=FIRST)
+    assert [(r.week, r.late_from) for r in plan2] == [("2026-11-09", ("2026-11-23",)),
+                                                      ("2026-11-16", ("2026-11-23",)), ("2026-11-23", ())]
+    assert len({r.run_key for r in [*plan, *plan2]}) == 6
+
+
+def test_already_ingested_counts_a_file_as_seen_only_when_its_week_was_ingested_after_its_last_change(tmp_path):
+    from riskml_assets.core.watch import already_ingested
+
+    a = put(tmp_path, "acme/snapshots-2026-11-16.parquet", b"a")
+    b = put(tmp_path, "acme/activities-2026-11-17.parquet", b"b")
+    c = put(tmp_path, "acme/snapshots-2026-11-09.parquet", b"c")
+    os.utime(a, (1000, 1000))
+    os.utime(b, (3000, 3000))
+    os.utime(c, (1000, 1000))
+    events, _, _ = run(tmp_path)
+    ingested = {("acme", "2026-11-16", "snapshots"): 2000.0,   # after a's change: seen
+                ("acme", "2026-11-16", "activities"): 2000.0,  # before b's change: b is new
+                ("acme", "2026-11-09", "activities"): 5000.0}  # another kind of c's week: c is new
+    new, seen = already_ingested(events, ingested)
+    assert [e.rel_path for e in seen] == ["acme/snapshots-2026-11-16.parquet"]
+    assert sorted(e.rel_path for e in new) == ["acme/activities-2026-11-17.parquet", "acme/snapshots-2026-11-09.parquet"]
