@@ -1,0 +1,249 @@
+"""The production instance (deploy/dagster.yaml) on a real PostgreSQL server, with MLflow tracking and registry on
+PostgreSQL too: the end-to-end path of the SQLite asset test (ingest a small tenant, train, register, score), then
+everything read back from the databases by a fresh instance built from the same file.
+
+Marker ``services``: the ``postgres`` fixture starts a throw-away PostgreSQL server on 127.0.0.1, ``azurite`` the blob
+emulator that receives the compute logs (``python -m pytest -m services riskml_assets_tests/test_postgres.py``).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from riskml_assets.core import simulator
+
+from .conftest import Platform, check_results, materialized
+
+pytestmark = pytest.mark.services
+
+DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+TENANT = "pgco"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# This test is about where runs, events, checks and models are stored, not about the model quality of one small
+# draw: the statistical gates of a tenant this small are noise (see test_assets.trained), so they only warn here.
+# The structural gates (schemas, keys, splits, parity, minimum rows) keep blocking.
+WARN_ONLY = ("risk_model_beats_base_rate", "risk_calibrator_ece", "risk_evaluation_ece", "risk_evaluation_beats_baselines",
+             "augmented_examples_ks", "augmented_examples_corr_distance", "augmented_examples_category_distance")
+
+
+def psycopg2_url(url: str) -> str:
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3 (not installed); dagster-postgres and MLflow need
+    the psycopg2 driver named in the URL."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def instance_config(azurite_conn_env: str) -> dict:
+    """deploy/dagster.yaml as shipped, except that compute logs go to the emulator: the stock
+    AzureBlobComputeLogManager only builds https://<account>.blob.core.windows.net URLs, so the project's
+    connection-string subclass (riskml_assets.azure) takes its place with the same settings."""
+    config = yaml.safe_load(DEPLOY_YAML.read_text())
+    logs = config["compute_logs"]
+    assert (logs["module"], logs["class"]) == ("dagster_azure.blob.compute_log_manager", "AzureBlobComputeLogManager")
+    settings = {k: v for k, v in logs["config"].items() if k != "default_azure_credential"}
+    config["compute_logs"] = {"module": "riskml_assets.azure", "class": "ConnStrAzureBlobComputeLogManager",
+                              "config": {**settings, "connection_string": {"env": azurite_conn_env}}}
+    return config
+
+
+@pytest.fixture(scope="module")
+def prod(postgres, azurite, tmp_path_factory):
+    """A deployment on PostgreSQL: the instance from deploy/dagster.yaml (env vars -> a fresh database), MLflow
+    tracking + registry on another fresh database, a simulated tenant ingested week by week, trained and scored."""
+    from azure.storage.blob import BlobServiceClient
+
+    from riskml_assets.assets.registry import RegistryResource
+    from riskml_assets.resources import MlflowTracking
+
+    suffix = uuid.uuid4().hex[:8]
+    dagster_url = psycopg2_url(postgres["createdb"](f"dagster_{suffix}"))
+    mlflow_url = psycopg2_url(postgres["createdb"](f"mlflow_{suffix}"))
+    logs_container = f"compute-logs-{suffix}"
+    BlobServiceClient.from_connection_string(azurite["connection_string"]).create_container(logs_container)
+
+    root = tmp_path_factory.mktemp("riskml-pg")
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config("RISKML_TEST_AZURITE_CONNECTION_STRING")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        mp.setenv("DAGSTER_POSTGRES_URL", dagster_url)
+        mp.setenv("DAGSTER_COMPUTE_LOGS_ACCOUNT", azurite["account_name"])
+        mp.setenv("DAGSTER_COMPUTE_LOGS_CONTAINER", logs_container)
+        mp.setenv("RISKML_TEST_AZURITE_CONNECTION_STRING", azurite["connection_string"])
+        instance = dg.DagsterInstance.get()  # $DAGSTER_HOME/dagster.yaml, as the webserver and daemon open it
+        try:
+            platform = Platform(root, instance)
+            artifacts = (root / "mlartifacts").as_uri()  # RISKML_MLFLOW_ARTIFACTS in a deployment (blob there)
+            platform.resources["mlflow"] = MlflowTracking(tracking_uri=mlflow_url, experiment_name="riskml-pg",
+                                                          artifact_location=artifacts)
+            platform.resources["model_registry"] = RegistryResource(tracking_uri=mlflow_url, artifact_location=artifacts)
+            d = platform.defs
+            platform.defs = dg.Definitions(assets=d.assets, jobs=d.jobs, sensors=d.sensors, schedules=d.schedules,
+                                           resources=platform.resources, executor=d.executor)
+            (root / "gates.yaml").write_text(yaml.safe_dump({g: {"action": "warn"} for g in WARN_ONLY}))
+
+            sim = simulator.simulate_tenant(simulator.TenantSpec(TENANT, 40.0, 3), weeks=16)
+            simulator.write_tenant(sim, platform.incoming, platform.oracle)
+            weeks = platform.weeks(TENANT)
+            t0 = time.monotonic()
+            results = {("ingest_job", w): platform.run("ingest_job", TENANT, w) for w in weeks}
+            week, t1 = weeks[-1], time.monotonic()
+            results[("train_job", week)] = platform.run("train_job", TENANT, week)
+            t2 = time.monotonic()
+            results[("score_job", week)] = platform.run("score_job", TENANT, week)
+            print(f"\n[postgres e2e] ingest {len(weeks)} weeks {t1 - t0:.1f}s, train {t2 - t1:.1f}s, "
+                  f"score {time.monotonic() - t2:.1f}s")
+            yield {"platform": platform, "instance": instance, "home": home, "week": week, "results": results,
+                   "dagster_url": dagster_url, "mlflow_url": mlflow_url, "logs_container": logs_container,
+                   "azurite": azurite}
+        finally:
+            instance.dispose()
+
+
+def failures(results) -> dict:
+    """What failed in which run: the failed steps' errors and the failed checks."""
+    out = {}
+    for key, r in results.items():
+        if not r.success:
+            out[key] = {"steps": {e.step_key: e.event_specific_data.error.message.strip()[-300:]
+                                  for e in r.all_events if e.is_step_failure},
+                        "checks": [n for n, ok in check_results(r).items() if not ok]}
+    return out
+
+
+def fresh_instance(prod) -> dg.DagsterInstance:
+    """Another instance object from the same file and variables: it can only see what is in PostgreSQL."""
+    return dg.DagsterInstance.from_config(str(prod["home"]))
+
+
+def sql(url: str, query: str, *args) -> list[tuple]:
+    import psycopg2
+
+    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://", 1))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_instance_from_deploy_yaml_is_postgres_with_run_queue_monitoring_and_pools(prod):
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    inst = prod["instance"]
+    assert isinstance(inst.run_storage, PostgresRunStorage)
+    assert isinstance(inst.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(inst.schedule_storage, PostgresScheduleStorage)
+    assert type(inst.compute_log_manager).__name__ == "ConnStrAzureBlobComputeLogManager"
+    assert type(inst.run_launcher).__name__ == "DefaultRunLauncher"
+    assert type(inst.run_coordinator).__name__ == "QueuedRunCoordinator"
+    assert inst.run_coordinator.get_run_queue_config().max_concurrent_runs == 10
+    assert inst.run_monitoring_enabled and inst.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
+    assert inst.global_op_concurrency_default_limit == 1 and inst.event_log_storage.supports_global_concurrency_limits
+
+
+def test_runs_materializations_and_check_results_are_in_postgres(prod):
+    results, week = prod["results"], prod["week"]
+    assert all(r.success for r in results.values()), failures(results)
+    train = results[("train_job", week)]
+    assert {"risk_model", "risk_calibrator", "risk_evaluation", "registered_models"} <= materialized(train)
+    ran = {r.run_id: job for (job, _), r in results.items()}
+
+    inst = fresh_instance(prod)
+    try:
+        stored = {r.run_id: r for r in inst.get_runs(limit=1000)}
+        assert set(stored) == set(ran)  # every run of this deployment, nothing else
+        assert {r.job_name for r in stored.values()} == {"ingest_job", "train_job", "score_job"}
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in stored.values())
+        assert stored[train.run_id].tags["dagster/partition"] == f"{TENANT}|{week}"
+        # materializations with their partition, from the event log in PostgreSQL
+        ev = inst.get_latest_materialization_event(dg.AssetKey("registered_models"))
+        assert ev.run_id == train.run_id and ev.dagster_event.partition == f"{TENANT}|{week}"
+        weeks_ingested = inst.get_materialized_partitions(dg.AssetKey("risk_snapshots"))
+        assert weeks_ingested == {f"{TENANT}|{w}" for (job, w) in results if job == "ingest_job"}
+        # check results, recorded per run with the run's pass/fail
+        ck = dg.AssetCheckKey(dg.AssetKey("risk_scores"), "risk_scores_drift")
+        rec = inst.event_log_storage.get_asset_check_execution_history(ck, limit=1)[0]
+        assert rec.run_id == results[("score_job", week)].run_id and rec.status.value == "SUCCEEDED"
+    finally:
+        inst.dispose()
+
+    # the same facts straight from the tables
+    url = prod["dagster_url"]
+    assert sql(url, "select count(*) from runs where status = 'SUCCESS'")[0][0] == len(ran)
+    mats = sql(url, "select count(*) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION' "
+                    "and asset_key = %s and partition = %s", '["registered_models"]', f"{TENANT}|{week}")
+    assert mats[0][0] == 1
+    checks = dict(sql(url, "select check_name, execution_status from asset_check_executions where run_id = %s",
+                      train.run_id))
+    expected = check_results(train)
+    assert set(checks) == set(expected) and len(checks) >= 15
+    assert {n for n, s in checks.items() if s == "SUCCEEDED"} == {n for n, ok in expected.items() if ok}
+
+
+def test_model_registered_as_champion_in_the_postgres_mlflow_registry_and_scored(prod):
+    import mlflow
+
+    platform, week, url = prod["platform"], prod["week"], prod["mlflow_url"]
+    train = prod["results"][("train_job", week)]
+    client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+    mv = client.get_model_version_by_alias(f"riskml.{TENANT}.risk", "champion")
+    assert str(mv.version) == "1"  # MLflow 3.17 returns an int
+    reg = platform.load("registered_models", TENANT, week)
+    assert str(reg["version"]) == "1"
+    # the registry rows really are in PostgreSQL
+    rows = sql(url, "select name, alias, version from registered_model_aliases")
+    assert (f"riskml.{TENANT}.risk", "champion", 1) in rows
+    # the training run (MLflow tracking on PostgreSQL) points back at the Dagster run that trained it
+    model = platform.load("risk_model", TENANT, week)
+    run = client.get_run(model["mlflow_run_id"])
+    assert run.data.tags["dagster.run_id"] == train.run_id
+    assert run.data.metrics["auc_validation"] == pytest.approx(model["metrics"]["auc_validation"])
+    # scoring used that champion
+    scores = platform.load("risk_scores", TENANT, week)
+    snaps = platform.load("risk_snapshots", TENANT, week)
+    assert set(scores["opportunity_id"]) == set(snaps["opportunity_id"])
+    assert scores["p_lost"].between(0, 1).all() and (scores["model_alias"] == "champion").all()
+
+
+def test_mlflow_registry_pool_holds_one_slot_on_postgres(prod):
+    """The pool limit of deploy/dagster.yaml is in force: registration used pool mlflow_registry with 1 slot,
+    freed when the run ended; a second claimant waits until the first frees it."""
+    inst = fresh_instance(prod)
+    try:
+        storage = inst.event_log_storage
+        assert "mlflow_registry" in storage.get_concurrency_keys()
+        info = storage.get_concurrency_info("mlflow_registry")
+        assert info.slot_count == 1 and info.active_slot_count == 0 and info.pending_step_count == 0
+        a, b = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
+        try:
+            assert storage.claim_concurrency_slot("mlflow_registry", a, "registered_models").is_claimed
+            second = storage.claim_concurrency_slot("mlflow_registry", b, "registered_models")
+            assert not second.is_claimed  # limit 1: the second writer waits
+            storage.free_concurrency_slots_for_run(a)
+            assert storage.claim_concurrency_slot("mlflow_registry", b, "registered_models").is_claimed
+        finally:
+            storage.free_concurrency_slots_for_run(a)
+            storage.free_concurrency_slots_for_run(b)
+        assert storage.get_concurrency_info("mlflow_registry").active_slot_count == 0
+    finally:
+        inst.dispose()
+
+
+def test_step_logs_land_in_blob_storage(prod):
+    """Compute logs go through the blob compute-log manager: the training run's captured output is in the
+    container named by DAGSTER_COMPUTE_LOGS_CONTAINER, under the yaml's prefix."""
+    from azure.storage.blob import BlobServiceClient
+
+    week, train = prod["week"], prod["results"][("train_job", prod["week"])]
+    container = BlobServiceClient.from_connection_string(prod["azurite"]["connection_string"]).get_container_client(
+        prod["logs_container"])
+    prefix = yaml.safe_load(DEPLOY_YAML.read_text())["compute_logs"]["config"]["prefix"]
+    names = [b.name for b in container.list_blobs(name_starts_with=f"{prefix}/storage/{train.run_id}/")]
+    assert names and all(n.endswith((".out", ".err")) for n in names)
