@@ -125,6 +125,33 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         if p.exists():
             p.unlink()
 
+    def load_partitions(self, context: dg.InputContext):
+        # An input with allow_missing_partitions (a lookback window reaching before the tenant's history, weeks
+        # without files) misses partitions as a matter of course: one info line per input says how many, instead
+        # of Dagster's "Couldn't load partition" warning for each of them.
+        if not (context.definition_metadata or {}).get("allow_missing_partitions", False):
+            return super().load_partitions(context)
+        paths = self._get_paths_for_partitions(context)
+        backcompat = self._get_multipartition_backcompat_paths(context)
+        keys = list(context.asset_partition_keys)
+        objs, missing = {}, []
+        for key in keys:
+            for path in (paths[key], backcompat.get(key)):
+                if path is None:
+                    continue
+                try:
+                    objs[key] = self.load_from_path(context=context, path=path)
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                missing.append(key)
+        if missing:
+            context.log.info(missing_partitions_message(context.asset_key.to_user_string(), missing, len(keys)))
+        if len(keys) == 1:
+            return objs.get(keys[0])
+        return objs
+
     def load_from_path(self, context, path: UPath) -> Any:
         pq, js = path.with_name(path.name + PARQUET), path.with_name(path.name + JSON)
         if pq.exists():
@@ -134,6 +161,15 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         if js.exists():
             return json.loads(js.read_text())
         raise FileNotFoundError(f"no stored value for {context.asset_key.to_user_string()} at {path}(.parquet|.json)")
+
+
+def missing_partitions_message(asset: str, missing: list, total: int) -> str:
+    """The one line said per input about the partitions of its window that are not materialized."""
+    keys = sorted(str(k) for k in missing)
+    span = keys[0] if len(keys) == 1 else f"{keys[0]} .. {keys[-1]}"
+    return (f"input {asset}: {len(keys)} of {total} partitions of the window are not materialized ({span}) and "
+            f"were skipped; normal for a lookback window that reaches before the tenant's history or over weeks "
+            f"without files (allow_missing_partitions); {total - len(keys)} loaded")
 
 
 def _wants(context, typ) -> bool:
