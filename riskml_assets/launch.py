@@ -107,15 +107,30 @@ class Launcher:
             remote_job_origin=remote.get_remote_origin(), job_code_origin=remote.get_python_origin())
 
     def execute(self, run: dg.DagsterRun) -> bool:
-        """Execute a created run here; on Ctrl-C (or any escape) the run is marked canceled and its pool slots
-        freed before the interrupt goes on (the process is alive, so ``riskml recover`` would not judge it dead)."""
+        """Execute a created run here. Ctrl-C stops the command, not only the run: Dagster turns an interrupt
+        inside a run into a failed run (reason ``UNEXPECTED_TERMINATION``) and returns, so that is raised again
+        as KeyboardInterrupt here; the run's pool slots are freed first (the process is alive, so
+        ``riskml recover`` would not judge it dead)."""
         from dagster._core.execution.api import execute_run
 
         try:
-            return execute_run(self._recon_job(run.job_name), run, self.instance).success
+            ok = execute_run(self._recon_job(run.job_name), run, self.instance).success
         except BaseException:
             self.abandon(run.run_id, "interrupted")
             raise
+        if not ok and self.interrupted(run.run_id):
+            self.abandon(run.run_id, "interrupted (Ctrl-C)")
+            raise KeyboardInterrupt
+        return ok
+
+    def interrupted(self, run_id: str) -> bool:
+        from dagster._core.events import RunFailureReason
+
+        for rec in self.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records:
+            data = rec.event_log_entry.dagster_event.event_specific_data
+            if getattr(data, "failure_reason", None) == RunFailureReason.UNEXPECTED_TERMINATION:
+                return True
+        return False
 
     def abandon(self, run_id: str, why: str) -> None:
         run = self.instance.get_run_by_id(run_id)

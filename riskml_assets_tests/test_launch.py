@@ -104,3 +104,26 @@ def test_launch_command_records_the_run_under_its_job_and_refuses_bad_partitions
     assert "unknown tenant 'nobody'" in capsys.readouterr().err
     assert cli.main(["launch", "--job", "ingest_job", "--partition", "tiny|2026-11-17"]) == 2
     assert "not a Monday" in capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_run_stops_the_command_and_frees_the_runs_pool_slots(tmp_path, monkeypatch):
+    """Dagster turns a KeyboardInterrupt inside a step into a failed run and returns; the launcher raises it
+    again (the CLI stops instead of going on with the next week) and frees the run's pool slots."""
+    from riskml_assets.launch import Launcher
+
+    monkeypatch.setenv("RISKML_TEST_INTERRUPT", "1")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        with Launcher(instance, module="riskml_assets_tests.interrupt_defs", location="riskml") as launcher:
+            seen = []
+            with pytest.raises(KeyboardInterrupt):
+                launcher.backfill("interrupt_job", ["a|2026-11-16", "a|2026-11-16"],
+                                  progress=lambda i, n, out: seen.append(out))
+        [run] = instance.get_runs(dg.RunsFilter(job_name="interrupt_job"))
+        assert seen == [] and run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS
+        info = instance.event_log_storage.get_concurrency_info("interrupt_pool")
+        assert info.claimed_slots == [] and info.pending_steps == []
+        [bf] = instance.get_backfills()  # the backfill is recorded, canceled, with its one run
+        assert bf.status.value == "CANCELED" and bf.tags.get("riskml/launched_by") == "riskml"
+        assert run.tags["dagster/backfill"] == bf.backfill_id
