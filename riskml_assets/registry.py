@@ -5,8 +5,14 @@ because SQLite serialises writers; every call here also retries briefly on "data
 
 Naming: one registered model per tenant and family, ``riskml.<tenant>.<family>`` (e.g. ``riskml.acme.risk``).
 
-A registered version's files (logged to an MLflow run under ``registered_model/<family>-<fingerprint>``)::
+A registered version's files (logged to its training run under ``registered_model/<family>-<fingerprint>``;
+the version's ``source`` is that folder and its ``run_id`` the training run)::
 
+    MLmodel, riskml_risk_model.py,           (risk family) the version root is an MLflow ``pyfunc`` model, so
+    artifacts/, code/riskml_assets/core/,    ``mlflow.pyfunc.load_model("models:/riskml.<tenant>.risk@champion")``
+    requirements.txt, python_env.yaml, ...   serves calibrated P(lost) from a frame of the pinned feature
+                                             columns (see ``core.pyfunc``): models from code, no pickle; the
+                                             ``core`` modules it needs are shipped under ``code/``
     model/MLmodel, model/model.json, ...     the XGBoost booster as XGBoost JSON in a standard MLflow model
                                              (xgboost flavor, input/output signature), loadable by
                                              ``mlflow.xgboost.load_model`` too
@@ -67,6 +73,14 @@ TAG_ARTIFACT_PATH = "riskml.artifact_path"
 TAG_FINGERPRINT = "riskml.fingerprint"
 TAG_ROLLED_BACK = "riskml.rolled_back"
 TAG_GATES = "riskml.gates_passed"
+TAG_TRAINING_RUN = "riskml.training_run_id"
+# MLflow 3 experiment tag read by the UI (mlflow/server/js: ExperimentKind): open the experiment in the
+# classic ML ("model training") view instead of asking / guessing GenAI
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_ML = "custom_model_development"
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` / `mlflow server` listen by default
+# the packages the registered pyfunc imports; pinned to the installed versions (the lock's)
+SERVING_PACKAGES = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "polars")
 FAMILY_OUTPUTS = {"risk": ["p_lost"], "ranking": ["score"]}
 REFERENCE_MAX_ROWS = 20_000
 TRAINED_FILE = "trained_opportunities.json"  # the opportunity ids of a version's train + validation splits
@@ -212,6 +226,74 @@ def _flat_metrics(metrics: Mapping | None, prefix: str = "", depth: int = 0) -> 
     return out
 
 
+def mlflow_ui_url(tracking_uri: str | None, ui_url: str | None = None) -> str:
+    """Base URL of the MLflow UI that shows ``tracking_uri``'s runs and models.
+
+    In order: ``ui_url`` (configured), the environment variable ``MLFLOW_UI_URL``, the tracking URI itself
+    when it is an MLflow server (``http(s)://``), else (a local ``sqlite:``/``file:`` store or a database
+    URI such as ``postgresql://``, which a browser cannot open) the default address of ``mlflow ui`` /
+    ``mlflow server`` started on that store, ``http://127.0.0.1:5000``.
+    """
+    for candidate in (ui_url, os.environ.get("MLFLOW_UI_URL")):
+        if candidate and str(candidate).strip():
+            return str(candidate).strip().rstrip("/")
+    uri = str(tracking_uri or "")
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return LOCAL_MLFLOW_UI
+
+
+def mlflow_run_url(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mlflow_model_version_url(base: str, name: str, version: str | int) -> str:
+    return f"{base.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
+def serving_requirements() -> list[str]:
+    """``pip_requirements`` of the registered pyfunc: explicit and pinned (MLflow would otherwise infer them
+    by loading the model in a subprocess, which is slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in SERVING_PACKAGES:
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(pkg)
+    return out
+
+
+def _core_closure(start: str = "pyfunc") -> list[str]:
+    """The ``riskml_assets.core`` modules ``start`` imports, directly or not (relative imports only)."""
+    import ast
+
+    core = Path(__file__).resolve().parent / "core"
+    seen, todo = set(), [start]
+    while todo:
+        mod = todo.pop()
+        if mod in seen or not (core / f"{mod}.py").is_file():
+            continue
+        seen.add(mod)
+        for node in ast.walk(ast.parse((core / f"{mod}.py").read_text())):  # module level and inside functions
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo.extend([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return sorted(seen)
+
+
+def _serving_code(dest: Path) -> Path:
+    """A copy of the package skeleton and the core modules the pyfunc needs: ``dest/riskml_assets``."""
+    pkg = Path(__file__).resolve().parent
+    out = dest / "riskml_assets"
+    (out / "core").mkdir(parents=True)
+    shutil.copyfile(pkg / "__init__.py", out / "__init__.py")
+    shutil.copyfile(pkg / "core" / "__init__.py", out / "core" / "__init__.py")
+    for mod in _core_closure():
+        shutil.copyfile(pkg / "core" / f"{mod}.py", out / "core" / f"{mod}.py")
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # the registry
 # --------------------------------------------------------------------------------------------
@@ -252,15 +334,31 @@ class ModelRegistry:
     def _experiment_id(self) -> str:
         exp = self._call("get_experiment_by_name", self.experiment_name)
         if exp is not None:
+            if (exp.tags or {}).get(TAG_EXPERIMENT_KIND) is None:
+                self._call("set_experiment_tag", exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_ML)
             return exp.experiment_id
         try:
             return self._call("create_experiment", self.experiment_name,
-                              artifact_location=self._default_artifact_location())
+                              artifact_location=self._default_artifact_location(),
+                              tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_ML})
         except Exception:  # noqa: BLE001 - created concurrently
             exp = self._call("get_experiment_by_name", self.experiment_name)
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def ui_url(self, ui_url: str | None = None) -> str:
+        """Base URL of the MLflow UI for this store (see :func:`mlflow_ui_url`)."""
+        return mlflow_ui_url(self.tracking_uri, ui_url)
+
+    def _run_exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._call("get_run", run_id)
+            return True
+        except MlflowException:
+            return False
 
     @staticmethod
     def model_name(tenant: str, family: str) -> str:
@@ -387,10 +485,16 @@ class ModelRegistry:
             self._write_bundle(root, family, artifact, calibrator, manifest, metrics, report_md, extra_files,
                                reference_data, trained_opportunities)
             sums = _checksums(root)
-            own_run = run_id is None
+            training_run = run_id
+            # the files go into the training run when this store has it (the version then links to it);
+            # otherwise (no run given, or a run of another tracking store) into a run of its own that points to it
+            own_run = run_id is None or not self._run_exists(run_id)
             if own_run:
+                run_tags = {"riskml.tenant": tenant, "riskml.family": family}
+                if training_run:
+                    run_tags[TAG_TRAINING_RUN] = training_run
                 run = self._call("create_run", self._experiment_id(), run_name=f"register/{tenant}/{family}",
-                                 tags={"riskml.tenant": tenant, "riskml.family": family})
+                                 tags=run_tags)
                 run_id = run.info.run_id
                 flat = _flat_metrics(metrics)
                 if flat:
@@ -414,6 +518,8 @@ class ModelRegistry:
             "riskml.registered_at": _now(), "riskml.registered_by": _actor(None),
             "riskml.features": ",".join(artifact.get("features", []))[:4000],
         }
+        if training_run:
+            vtags[TAG_TRAINING_RUN] = training_run
         if isinstance(gates_passed, Mapping):
             vtags["riskml.gates"] = json.dumps({str(k): bool(v) for k, v in gates_passed.items()}, sort_keys=True)
         if trained_opportunities is not None:
@@ -435,9 +541,11 @@ class ModelRegistry:
     def _write_bundle(self, root: Path, family: str, artifact: Mapping, calibrator: Mapping | None, manifest: Mapping,
                       metrics: Mapping | None, report_md: str, extra_files: Mapping[str, bytes] | None,
                       reference_data, trained_opportunities=None) -> None:
+        signature = _signature(artifact, family)
+        if family == "risk" and artifact.get("booster_json"):
+            self._save_pyfunc(root, artifact, calibrator, signature)
         rk = root / "riskml"
         rk.mkdir(parents=True)
-        signature = _signature(artifact, family)
         if artifact.get("booster_json"):
             import mlflow.xgboost
             import xgboost as xgb
@@ -475,6 +583,32 @@ class ModelRegistry:
             target = root / "extra" / p
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(bytes(data))
+
+    @staticmethod
+    def _save_pyfunc(root: Path, artifact: Mapping, calibrator: Mapping | None, signature) -> None:
+        """Make ``root`` an MLflow pyfunc model directory (``core.pyfunc.RiskPyfunc``, models from code)."""
+        import mlflow.pyfunc
+
+        from .core import pyfunc as P
+
+        stage = Path(tempfile.mkdtemp(prefix="riskml-pyfunc-"))
+        try:
+            files = {"artifact": stage / "artifact.json", "booster": stage / "booster.json"}
+            files["artifact"].write_text(_dumps({k: v for k, v in artifact.items() if k != "booster_json"}))
+            files["booster"].write_text(str(artifact["booster_json"]))
+            if calibrator is not None:
+                files["calibrator"] = stage / "calibrator.json"
+                files["calibrator"].write_text(_dumps(dict(calibrator)))
+            code = stage / P.MODEL_CODE_FILE
+            code.write_text(P.MODEL_CODE)
+            mlflow.pyfunc.save_model(
+                str(root), python_model=str(code), artifacts={k: str(v) for k, v in files.items()},
+                code_paths=[str(_serving_code(stage / "code"))], signature=signature,
+                pip_requirements=serving_requirements(),
+                metadata={"riskml_family": "risk", "riskml_output": P.OUTPUT_COLUMN,
+                          "riskml_input": "pinned feature columns (riskml_assets.core.scoring.feature_rows)"})
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, tenant: str, family: str, alias: str = ALIAS_CHAMPION, version: str | int | None = None) -> dict:

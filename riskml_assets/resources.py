@@ -57,6 +57,9 @@ class MlflowTracking(dg.ConfigurableResource):
     # where a new experiment keeps its artifacts (e.g. wasbs://container@account.blob.core.windows.net/mlartifacts);
     # None: next to a SQLite store, or the tracking server's default
     artifact_location: str | None = None
+    # base URL of the MLflow UI for the links in Dagster metadata; None: env MLFLOW_UI_URL, else the tracking URI
+    # when it is an MLflow server (http/https), else the local `mlflow ui` default (registry.mlflow_ui_url)
+    ui_url: str | None = None
 
     def _mlflow(self):
         import mlflow
@@ -66,12 +69,18 @@ class MlflowTracking(dg.ConfigurableResource):
             db = Path(self.tracking_uri.removeprefix("sqlite:///")).resolve()
             db.parent.mkdir(parents=True, exist_ok=True)
             artifacts = (db.parent / "mlartifacts").as_uri()  # next to the store, never ./mlruns
+        from .registry import EXPERIMENT_KIND_ML, TAG_EXPERIMENT_KIND
+
         mlflow.set_tracking_uri(self.tracking_uri)
-        if mlflow.get_experiment_by_name(self.experiment_name) is None:
-            try:
-                mlflow.create_experiment(self.experiment_name, artifact_location=artifacts)
+        exp = mlflow.get_experiment_by_name(self.experiment_name)
+        if exp is None:
+            try:  # tagged so the MLflow UI opens it in its ML (model training) mode
+                mlflow.create_experiment(self.experiment_name, artifact_location=artifacts,
+                                         tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_ML})
             except Exception:  # noqa: BLE001 - created concurrently
                 pass
+        elif (exp.tags or {}).get(TAG_EXPERIMENT_KIND) is None:
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_ML)
         mlflow.set_experiment(self.experiment_name)
         return mlflow
 
@@ -88,8 +97,9 @@ class MlflowTracking(dg.ConfigurableResource):
             yield run
 
     def log_to_run(self, run_id: str, metrics: dict | None = None, tags: dict | None = None,
-                   texts: dict[str, str] | None = None) -> None:
-        """Append metrics, tags and text artifacts to an existing run (e.g. the evaluation of a model)."""
+                   texts: dict[str, str] | None = None, images: dict[str, bytes] | None = None) -> None:
+        """Append metrics, tags, text artifacts and images (``{"plots/x.png": png bytes}``) to an existing run
+        (e.g. the evaluation of a model)."""
         mlflow = self._mlflow()
         client = mlflow.MlflowClient()
         for k, v in (metrics or {}).items():
@@ -99,11 +109,42 @@ class MlflowTracking(dg.ConfigurableResource):
             client.set_tag(run_id, k, str(v))
         for name, text in (texts or {}).items():
             client.log_text(run_id, text, name)
+        if images:
+            self.log_images(run_id, images)
+
+    def log_images(self, run_id: str, images: dict[str, bytes]) -> None:
+        """Log image files (``{"plots/reliability.png": png bytes}``) as artifacts of a run."""
+        import tempfile
+
+        mlflow = self._mlflow()
+        client = mlflow.MlflowClient()
+        with tempfile.TemporaryDirectory(prefix="riskml-images-") as tmp:
+            for name, data in images.items():
+                rel = Path(name)
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise ValueError(f"image name {name!r} must be a relative path without '..'")
+                local = Path(tmp) / rel.name
+                local.write_bytes(bytes(data))
+                client.log_artifact(run_id, str(local), rel.parent.as_posix() if rel.parent.parts else None)
+                local.unlink()
+
+    def ui_url_base(self) -> str:
+        """Base URL of the MLflow UI (see ``ui_url``)."""
+        from .registry import mlflow_ui_url
+
+        return mlflow_ui_url(self.tracking_uri, self.ui_url)
 
     def run_url(self, run_id: str) -> str:
+        """Link to a run in the MLflow UI that serves this tracking store (``ui_url``, env MLFLOW_UI_URL, an
+        http(s) tracking URI, else the local `mlflow ui` default)."""
+        from .registry import mlflow_run_url
+
         mlflow = self._mlflow()
-        exp = mlflow.get_experiment_by_name(self.experiment_name)
-        return f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{run_id}"
+        try:
+            experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+        except Exception:  # noqa: BLE001 - a link is never worth failing the step
+            experiment_id = mlflow.get_experiment_by_name(self.experiment_name).experiment_id
+        return mlflow_run_url(self.ui_url_base(), experiment_id, run_id)
 
 
 def default_resources() -> dict:

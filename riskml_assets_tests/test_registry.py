@@ -416,3 +416,56 @@ def test_retry_on_database_is_locked(monkeypatch):
 
     with pytest.raises(sqlite3.OperationalError):
         R.retry_locked(always_locked, _timeout=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# the registered version serves: models:/riskml.<tenant>.risk@champion is an MLflow pyfunc
+# --------------------------------------------------------------------------------------------
+
+def test_champion_loads_as_pyfunc_and_predicts_the_batch_scores(reg, models):
+    import mlflow
+
+    history, activities, latest = _week(models)
+    exp = reg.client.create_experiment("serving-training-runs")
+    run = reg.client.create_run(exp, run_name="risk/serve/2026-11-16")
+    reg.client.set_terminated(run.info.run_id)
+    strong = models["strong"]
+    v = reg.register("serve", "risk", strong["artifact"], strong["calibrator"], strong["manifest"], {}, "", True,
+                     run_id=run.info.run_id)
+    reg.promote("serve", "risk", v)
+    mv = reg.client.get_model_version("riskml.serve.risk", v)
+    assert mv.run_id == run.info.run_id and mv.tags[R.TAG_TRAINING_RUN] == run.info.run_id
+    assert mv.source == f"runs:/{run.info.run_id}/{mv.tags[R.TAG_ARTIFACT_PATH]}"
+    assert "MLmodel" in json.loads(mv.tags[R.TAG_CHECKSUMS])  # the version root is the MLflow model
+
+    mlflow.set_tracking_uri(reg.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/riskml.serve.risk@champion")
+    bundle = reg.load("serve", "risk")
+    scores = scoring.score_open_opportunities(history, activities, latest, bundle)
+    rows = scoring.feature_rows(history, activities, latest, bundle)
+    assert rows["opportunity_id"].tolist() == scores["opportunity_id"].tolist()
+    p = model.predict(rows)["p_lost"].to_numpy()
+    np.testing.assert_allclose(p, scores["p_lost"].to_numpy(), rtol=0, atol=1e-9)
+    assert model.metadata.get_input_schema().input_names() == strong["artifact"]["features"]
+    # an unseen category and a missing value are accepted (as in batch scoring), never an error
+    for value in ("never-seen-stage", None):
+        odd = rows.copy()
+        odd["stage"] = value
+        got = model.predict(odd)["p_lost"].to_numpy()
+        np.testing.assert_allclose(got, scoring.predict_calibrated(bundle["artifact"], bundle["calibrator"], odd)[0],
+                                   rtol=0, atol=1e-12)
+        assert np.isfinite(got).all() and ((got > 0) & (got < 1)).all()
+
+
+def test_training_run_of_another_store_gets_a_registration_run_that_points_to_it(reg, models):
+    weak = models["weak"]
+    v = reg.register("elsewhere", "risk", weak["artifact"], weak["calibrator"], weak["manifest"], {}, "", True,
+                     run_id="0123456789abcdef0123456789abcdef")
+    mv = reg.client.get_model_version("riskml.elsewhere.risk", v)
+    assert mv.run_id != "0123456789abcdef0123456789abcdef"
+    assert mv.tags[R.TAG_TRAINING_RUN] == "0123456789abcdef0123456789abcdef"
+    own = reg.client.get_run(mv.run_id)
+    assert own.data.tags[R.TAG_TRAINING_RUN] == "0123456789abcdef0123456789abcdef"
+    exp = reg.client.get_experiment(own.info.experiment_id)
+    assert exp.name == "riskml-registry" and exp.tags[R.TAG_EXPERIMENT_KIND] == R.EXPERIMENT_KIND_ML
+    assert reg.load("elsewhere", "risk", version=v)["run_id"] == mv.run_id

@@ -13,7 +13,7 @@ from ..core.contract import week_bounds
 from ..core.features import LABEL
 from ..core.scoring import compute_features, score_open_opportunities
 from ..partitions import lookback_mapping, split_key, tenant_week
-from ..registry import ModelRegistry, register_risk_candidate
+from ..registry import ModelRegistry, mlflow_model_version_url, mlflow_run_url, register_risk_candidate
 from ..resources import RiskmlSettings
 from .common import OWNERS, concat, frame_metadata, md_table
 
@@ -26,6 +26,9 @@ class RegistryResource(dg.ConfigurableResource):
     tracking_uri: str = "sqlite:///data/mlflow.db"
     experiment_name: str = "riskml-registry"
     artifact_location: str | None = None  # e.g. wasbs://container@account.blob.core.windows.net/mlartifacts
+    ui_url: Optional[str] = Field(None, description="Base URL of the MLflow UI for the links in metadata; default: "
+                                                    "env MLFLOW_UI_URL, else an http(s) tracking URI, else the "
+                                                    "local `mlflow ui` default http://127.0.0.1:5000.")
 
     def get(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, experiment_name=self.experiment_name,
@@ -92,7 +95,7 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
         activities=acts if len(acts) else None, reference_data=reference, alpha=config.alpha,
         n_boot=config.n_boot, seed=config.seed, min_improvement=config.min_improvement,
         auto_promote=config.auto_promote, context={"partition": f"{tenant}|{week}", "dagster_run": context.run.run_id},
-        trained_opportunities=trained,
+        trained_opportunities=trained, run_id=artifact.get("mlflow_run_id"),  # the version links to its training run
     )
     d = out["decision"]
     context.log.info(f"registered {reg.model_name(tenant, 'risk')} v{out['version']}: should_deploy="
@@ -110,7 +113,23 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
            if d.get("comparison") else {}),
         "champion_before": str(out["champion_before"]), "champion_after": str(out["champion_after"]),
         "decision": dg.MetadataValue.md(out.get("report_md", "")[-4000:]),
+        **_mlflow_links(reg, model_registry.ui_url, value["model_name"], out["version"]),
     })
+
+
+def _mlflow_links(reg: ModelRegistry, ui_url: Optional[str], name: str, version) -> dict:
+    """Links to the registered version and the run that holds its files, in the MLflow UI of the store."""
+    base = reg.ui_url(ui_url)
+    links = {"mlflow_model_version": dg.MetadataValue.url(mlflow_model_version_url(base, name, version))}
+    try:
+        mv = reg.client.get_model_version(name, str(version))
+        run = reg.client.get_run(mv.run_id)
+        links["mlflow_run_id"] = mv.run_id
+        links["mlflow_run"] = dg.MetadataValue.url(mlflow_run_url(base, run.info.experiment_id, mv.run_id))
+        links["model_uri"] = f"models:/{name}/{version}"
+    except Exception:  # noqa: BLE001 - a link is never worth failing the step
+        pass
+    return links
 
 
 class ScoreConfig(dg.Config):

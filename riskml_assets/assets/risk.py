@@ -73,6 +73,8 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
         mlf.log_dict(feature_manifest, "feature_manifest.json")
         mlf.log_text(art["booster_json"], "model/xgboost_model.json")
         art["mlflow_run_id"] = run.info.run_id
+        importance_png = plots.feature_importance_plot(art["importance"])
+        mlflow.log_images(run.info.run_id, {"plots/feature_importance.png": importance_png})
     checks = gate_results(riskml.gates(), {"risk_model_beats_base_rate": auc_lo,
                                            "risk_model_not_overfit": auc_tr - auc_va}, log=context.log)
     imp = pd.DataFrame(list(art["importance"].items()), columns=["feature", "share of gain"])
@@ -82,8 +84,7 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
         "train_seconds": round(art["train_seconds"], 2),
         "mlflow_run_id": art["mlflow_run_id"], "mlflow_run": dg.MetadataValue.url(mlflow.run_url(art["mlflow_run_id"])),
         "feature_importance": dg.MetadataValue.md(
-            plots.png_markdown(plots.feature_importance_plot(art["importance"]), "feature importance")
-            + "\n\n" + md_table(imp, 30, ".3f")),
+            plots.png_markdown(importance_png, "feature importance") + "\n\n" + md_table(imp, 30, ".3f")),
     })
 
 
@@ -207,10 +208,13 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     title = f"Risk model evaluation — {tenant} | {week}"
     if kept:
         title += " — baseline variant kept (augmentation refused)"
+    # the same PNGs go into the report and, as image files, into the training run (evaluation/*.png)
+    images = {"evaluation/reliability_diagram.png": plots.reliability_diagram(y, curves),
+              "evaluation/feature_importance.png": plots.feature_importance_plot(model["importance"])}
     md = report_markdown(report, title, {
-        "Reliability diagram (test split)": plots.png_markdown(plots.reliability_diagram(y, curves),
+        "Reliability diagram (test split)": plots.png_markdown(images["evaluation/reliability_diagram.png"],
                                                                "reliability diagram"),
-        "Feature importance": plots.png_markdown(plots.feature_importance_plot(model["importance"]),
+        "Feature importance": plots.png_markdown(images["evaluation/feature_importance.png"],
                                                  "feature importance"),
     })
     if table is not None:
@@ -267,7 +271,8 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
                           texts={"evaluation_report.md": md,
                                  "evaluation_report.json": json.dumps({k: v for k, v in report.items() if k != "kept_model"},
                                                                       default=str),
-                                 **({"kept_model/xgboost_model.json": kept["model"]["booster_json"]} if kept else {})})
+                                 **({"kept_model/xgboost_model.json": kept["model"]["booster_json"]} if kept else {})},
+                          images=images)
     context.log.info(f"risk_evaluation {tenant}|{week}: AUC {c['auc']:.4f} (90% CI {report['auc_ci'][0]:.4f}-"
                      f"{report['auc_ci'][1]:.4f}), Brier {c['brier']:.4f} ({report['brier_ci'][0]:.4f}-"
                      f"{report['brier_ci'][1]:.4f}), "

@@ -169,11 +169,35 @@ def _check_available(bundle: Mapping, role: str, feats: pd.DataFrame, unavailabl
     return feats
 
 
-def _predict(bundle: Mapping, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    p_raw = predict_raw(bundle["artifact"], frame)
-    cal = bundle.get("calibrator")
-    p = apply_calibrator(cal, p_raw) if cal else p_raw
+def predict_calibrated(artifact: Mapping, calibrator: Mapping | None, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated, raw) P(lost) of a model artifact + calibrator on a frame of its pinned feature columns.
+
+    The one prediction path: batch scoring, the champion/challenger comparison and the registered MLflow
+    pyfunc (``core.pyfunc``) all call it, so they agree exactly on the same feature rows.
+    """
+    p_raw = predict_raw(dict(artifact), frame)
+    p = apply_calibrator(dict(calibrator), p_raw) if calibrator else p_raw
     return np.asarray(p, dtype="float64"), np.asarray(p_raw, dtype="float64")
+
+
+def _predict(bundle: Mapping, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return predict_calibrated(bundle["artifact"], bundle.get("calibrator"), frame)
+
+
+def feature_rows(snapshots_history, activities, latest_week_snapshots, bundle: Mapping, *,
+                 allow_missing_features: bool = False) -> pd.DataFrame:
+    """The feature rows :func:`score_open_opportunities` scores with ``bundle``: one row per open opportunity
+    of the latest week (its latest snapshot), ``opportunity_id``, ``snapshot_date`` and every feature of the
+    bundle's pinned manifest, computed point in time with exactly the pinned versions (manifest verified
+    first). Sorted by opportunity id. This is the input of the registered pyfunc
+    (``mlflow.pyfunc.load_model("models:/riskml.<tenant>.risk@champion").predict(rows)``)."""
+    verify_bundle_manifest(bundle, bundle.get("alias") or "champion")
+    latest = _rows_to_score(latest_week_snapshots)
+    keys = latest[["opportunity_id", "snapshot_date"]]
+    feats, unavailable = compute_features(_history(snapshots_history, latest), activities, bundle["manifest"])
+    rows = keys.merge(feats, on=["opportunity_id", "snapshot_date"], how="left", validate="one_to_one")
+    rows = _check_available(bundle, bundle.get("alias") or "champion", rows, unavailable, allow_missing_features)
+    return rows.sort_values("opportunity_id", kind="stable").reset_index(drop=True)
 
 
 def score_open_opportunities(snapshots_history, activities, latest_week_snapshots, champion_bundle: Mapping,
