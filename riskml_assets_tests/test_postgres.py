@@ -75,6 +75,9 @@ def prod(postgres, azurite, tmp_path_factory):
         mp.setenv("DAGSTER_COMPUTE_LOGS_ACCOUNT", azurite["account_name"])
         mp.setenv("DAGSTER_COMPUTE_LOGS_CONTAINER", logs_container)
         mp.setenv("RISKML_TEST_AZURITE_CONNECTION_STRING", azurite["connection_string"])
+        # MLflow keeps a connection pool per store for the life of the process; idle pooled connections would make
+        # the server's shutdown at the end of the session wait for them
+        mp.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
         instance = dg.DagsterInstance.get()  # $DAGSTER_HOME/dagster.yaml, as the webserver and daemon open it
         try:
             platform = Platform(root, instance)
@@ -87,6 +90,8 @@ def prod(postgres, azurite, tmp_path_factory):
                                            resources=platform.resources, executor=d.executor)
             (root / "gates.yaml").write_text(yaml.safe_dump({g: {"action": "warn"} for g in WARN_ONLY}))
 
+            # 16 weeks at 40 new opportunities a week (about 3,600 labelled snapshots): a draw whose first model
+            # clears the registry's promotion floors, so it becomes champion (10 weeks at 60 a week did not)
             sim = simulator.simulate_tenant(simulator.TenantSpec(TENANT, 40.0, 3), weeks=16)
             simulator.write_tenant(sim, platform.incoming, platform.oracle)
             weeks = platform.weeks(TENANT)
@@ -145,6 +150,7 @@ def test_instance_from_deploy_yaml_is_postgres_with_run_queue_monitoring_and_poo
     assert type(inst.run_coordinator).__name__ == "QueuedRunCoordinator"
     assert inst.run_coordinator.get_run_queue_config().max_concurrent_runs == 10
     assert inst.run_monitoring_enabled and inst.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
+    assert inst.run_monitoring_max_runtime_seconds == 43200
     assert inst.global_op_concurrency_default_limit == 1 and inst.event_log_storage.supports_global_concurrency_limits
 
 
@@ -193,9 +199,10 @@ def test_model_registered_as_champion_in_the_postgres_mlflow_registry_and_scored
     platform, week, url = prod["platform"], prod["week"], prod["mlflow_url"]
     train = prod["results"][("train_job", week)]
     client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+    reg = platform.load("registered_models", TENANT, week)
+    assert reg["champion_after"] == "1", reg.get("decision")
     mv = client.get_model_version_by_alias(f"riskml.{TENANT}.risk", "champion")
     assert str(mv.version) == "1"  # MLflow 3.17 returns an int
-    reg = platform.load("registered_models", TENANT, week)
     assert str(reg["version"]) == "1"
     # the registry rows really are in PostgreSQL
     rows = sql(url, "select name, alias, version from registered_model_aliases")
@@ -237,13 +244,25 @@ def test_mlflow_registry_pool_holds_one_slot_on_postgres(prod):
 
 
 def test_step_logs_land_in_blob_storage(prod):
-    """Compute logs go through the blob compute-log manager: the training run's captured output is in the
-    container named by DAGSTER_COMPUTE_LOGS_CONTAINER, under the yaml's prefix."""
+    """Compute logs go through the blob compute-log manager: the training run's captured stdout/stderr are blobs
+    in the container named by DAGSTER_COMPUTE_LOGS_CONTAINER, under the yaml's prefix, and a fresh instance reads
+    the same bytes back."""
     from azure.storage.blob import BlobServiceClient
 
-    week, train = prod["week"], prod["results"][("train_job", prod["week"])]
+    train = prod["results"][("train_job", prod["week"])]
+    captured = [e.logs_captured_data for e in train.all_events if e.event_type_value == "LOGS_CAPTURED"]
+    assert len(captured) == 1  # in-process executor: one capture for the whole run
+    file_key = captured[0].file_key
     container = BlobServiceClient.from_connection_string(prod["azurite"]["connection_string"]).get_container_client(
         prod["logs_container"])
     prefix = yaml.safe_load(DEPLOY_YAML.read_text())["compute_logs"]["config"]["prefix"]
-    names = [b.name for b in container.list_blobs(name_starts_with=f"{prefix}/storage/{train.run_id}/")]
-    assert names and all(n.endswith((".out", ".err")) for n in names)
+    base = f"{prefix}/storage/{train.run_id}/compute_logs/{file_key}"
+    names = {b.name for b in container.list_blobs(name_starts_with=f"{prefix}/storage/{train.run_id}/")}
+    assert {base + ".out", base + ".err"} <= names  # (a .partial copy may remain from the periodic upload)
+    inst = fresh_instance(prod)
+    try:
+        data = inst.compute_log_manager.get_log_data([train.run_id, "compute_logs", file_key])
+        assert (data.stdout or b"") == container.download_blob(base + ".out").readall()
+        assert (data.stderr or b"") == container.download_blob(base + ".err").readall()
+    finally:
+        inst.dispose()
