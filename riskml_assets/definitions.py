@@ -15,6 +15,7 @@ from .assets.registry import registry_assets, rollback_job  # noqa: E402
 from .assets.risk import risk_assets  # noqa: E402
 from .jobs import jobs  # noqa: E402
 from .resources import default_resources  # noqa: E402
+from .compute import compute_resources  # noqa: E402
 from .sensors import schedules, sensors  # noqa: E402
 
 all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets, *registry_assets,
@@ -25,6 +26,6 @@ defs = dg.Definitions(
     jobs=[*jobs, rollback_job],
     sensors=sensors,
     schedules=schedules,
-    resources=default_resources(),
+    resources={**default_resources(), **compute_resources()},
     executor=dg.in_process_executor,
 )

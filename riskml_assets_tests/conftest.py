@@ -20,6 +20,7 @@ class Platform:
         from riskml_assets.io_manager import RiskmlIOManager
         from riskml_assets.jobs import jobs
         from riskml_assets.resources import MlflowTracking, RiskmlSettings
+        from riskml_assets.compute import AzureMLPipesResource, DaskResource
         from riskml_assets.sensors import schedules, sensors
 
         self.root, self.instance = root, instance
@@ -30,6 +31,7 @@ class Platform:
                                      gates_file=str(root / "gates.yaml")),
             "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", experiment_name="riskml-test"),
             "model_registry": RegistryResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
+            "dask": DaskResource(), "azureml": AzureMLPipesResource(),  # risk_model execution: local by default
         }
         self.defs = dg.Definitions(assets=all_assets, jobs=[*jobs, rollback_job], resources=self.resources, sensors=sensors,
                                    schedules=schedules, executor=dg.in_process_executor)

@@ -16,6 +16,8 @@ from ..core.evaluation import apply_calibrator, evaluate_risk, fit_risk_calibrat
 from ..core.features import LABEL
 from ..core.ablation import ablation_markdown, choose_variant, run_ablation
 from ..core.training import XGBParams, predict_raw, train_xgb_classifier
+from ..compute import AzureMLPipesResource, DaskResource, train_on_azureml
+from ..core.distributed import choose_execution, train_xgb_classifier_dask
 from ..partitions import split_key, tenant_week
 from ..resources import MlflowTracking, RiskmlSettings
 from .common import OWNERS, md_table
@@ -38,6 +40,10 @@ class RiskModelConfig(dg.Config):
     colsample_bytree: float = 0.8
     n_threads: int = Field(2, ge=1, description="XGBoost threads for this step (cores / concurrent steps).")
     seed: int = 0
+    execution: Literal["auto", "local", "dask", "azureml"] = Field(
+        "auto", description="Where to train: local = this process; dask = xgboost.dask on the `dask` resource's "
+                            "cluster; azureml = an Azure ML job via Pipes (`azureml` resource); auto = dask when the "
+                            "train split has at least `dask.min_rows` rows (0 = never), else local.")
 
 
 @dg.asset(**_common, kinds={"xgboost", "mlflow"},
@@ -46,12 +52,20 @@ class RiskModelConfig(dg.Config):
                       "with its pinned feature manifest; tracked as an MLflow run.")
 def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskml: RiskmlSettings,
                mlflow: MlflowTracking, balanced_train: pd.DataFrame, dataset_splits: pd.DataFrame,
-               feature_manifest: dict):
+               feature_manifest: dict, dask: DaskResource, azureml: AzureMLPipesResource):
     tenant, week = split_key(context)
     valid = _split(dataset_splits, "validation")
     train_real = _split(dataset_splits, "train")
-    params = XGBParams(**config.model_dump())
-    art = train_xgb_classifier(balanced_train, valid, feature_manifest["features"], params, log=context.log.info)
+    params = XGBParams(**config.model_dump(exclude={"execution"}))
+    execution, remote = choose_execution(config.execution, len(balanced_train), dask.min_rows), {}
+    if execution == "dask":  # scale-out: same artifact format (core.distributed)
+        with dask.get_client() as client:
+            art = train_xgb_classifier_dask(balanced_train, valid, feature_manifest["features"], client, params,
+                                            log=context.log.info)
+    elif execution == "azureml":  # an Azure ML job via Pipes trains with the same core function (compute.py)
+        art, remote = train_on_azureml(context, azureml, balanced_train, valid, feature_manifest["features"], params)
+    else:
+        art = train_xgb_classifier(balanced_train, valid, feature_manifest["features"], params, log=context.log.info)
     p_tr, p_va = predict_raw(art, train_real), predict_raw(art, valid)
     y_tr, y_va = train_real[LABEL].to_numpy(int), valid[LABEL].to_numpy(int)
     auc_tr, auc_va = M.roc_auc(y_tr, p_tr), M.roc_auc(y_va, p_va)
@@ -81,7 +95,8 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
     return dg.MaterializeResult(value=art, check_results=checks, metadata={
         "auc_train": auc_tr, "auc_validation": auc_va, "auc_validation_ci_low": auc_lo, "best_iteration": art["best_iteration"],
         "train_rows": art["train_rows"], "features": len(art["features"]),
-        "train_seconds": round(art["train_seconds"], 2),
+        "train_seconds": round(art["train_seconds"], 2), "execution": execution,
+        **{f"remote_{k}".replace(" ", "_").lower(): v for k, v in remote.items() if isinstance(v, (str, int, float))},
         "mlflow_run_id": art["mlflow_run_id"], "mlflow_run": dg.MetadataValue.url(mlflow.run_url(art["mlflow_run_id"])),
         "feature_importance": dg.MetadataValue.md(
             plots.png_markdown(importance_png, "feature importance") + "\n\n" + md_table(imp, 30, ".3f")),
