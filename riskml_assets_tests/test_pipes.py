@@ -102,7 +102,7 @@ def _store_inputs(base: Path, inputs: dict) -> None:
 
 
 def _materialize_risk_model(tmp_path: Path, inputs: dict, azureml: AzureMLPipesResource, execution: str,
-                            mlflow_db: Path | None = None):
+                            mlflow_db: Path | None = None, dask: DaskResource | None = None):
     from riskml_assets.assets.registry import RegistryResource
     from riskml_assets.definitions import all_assets
     from riskml_assets.io_manager import RiskmlIOManager
@@ -120,7 +120,7 @@ def _materialize_risk_model(tmp_path: Path, inputs: dict, azureml: AzureMLPipesR
                                                 quarantine_dir=str(tmp_path / "quarantine")),
                        "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{mlflow_db or tmp_path / 'mlflow.db'}"),
                        "model_registry": RegistryResource(tracking_uri=f"sqlite:///{mlflow_db or tmp_path / 'mlflow.db'}"),
-                       "dask": DaskResource(), "azureml": azureml},
+                       "dask": dask or DaskResource(), "azureml": azureml},
             run_config={"ops": {"risk_model": {"config": {"execution": execution}}}})
         logs = [e.user_message for e in instance.all_logs(res.run_id) if not e.is_dagster_event]
         # an exception in the external process comes back as an engine event with its error
@@ -229,3 +229,23 @@ def test_command_job_carries_no_secret_and_the_connection_string_is_an_env_var(m
     cmd = AzureMLPipesResource(compute="gpu", environment="azureml:e@1").command("riskml x", "https://a.blob/")
     assert cmd.environment_variables[ENV_BLOB_ACCOUNT_URL] == "https://a.blob/"
     assert ENV_BLOB_CONNECTION_STRING not in cmd.environment_variables
+
+
+@pytest.mark.slow  # a Dagster run with a fresh MLflow store and a LocalCluster: ~40 s on the busy 2-core box
+def test_risk_model_auto_execution_trains_on_dask_above_the_row_threshold(tmp_path, inputs):
+    """``execution: auto`` with ``dask.min_rows`` below the train rows trains with xgboost.dask on a LocalCluster;
+    the artifact keeps the single-machine format, so the asset's metrics and checks are computed as usual."""
+    rows = len(inputs["balanced_train"])
+    ok, model, meta, logs, err = _materialize_risk_model(tmp_path, inputs, AzureMLPipesResource(), "auto",
+                                                         dask=DaskResource(min_rows=rows))
+    assert ok, err
+    assert meta["execution"] == "dask" and model["engine"]["name"] == "xgboost.dask"
+    assert meta["train_rows"] == rows and meta["auc_validation"] > 0.6
+    assert any("trained xgboost.dask on" in m for m in logs)
+    local = training.train_xgb_classifier(inputs["balanced_train"],
+                                          inputs["dataset_splits"].query("split == 'validation'"),
+                                          inputs["feature_manifest"]["features"], training.XGBParams())
+    assert {k: v for k, v in model.items() if k in local and k not in ("booster_json", "importance", "train_seconds",
+                                                                       "best_iteration", "train_lost_rate")} == \
+        {k: v for k, v in local.items() if k not in ("booster_json", "importance", "train_seconds", "best_iteration",
+                                                     "train_lost_rate")}
