@@ -219,6 +219,38 @@ def test_model_registered_as_champion_in_the_postgres_mlflow_registry_and_scored
     assert scores["p_lost"].between(0, 1).all() and (scores["model_alias"] == "champion").all()
 
 
+def test_champion_served_from_the_postgres_registry_predicts_the_risk_scores(prod):
+    """models:/riskml.<tenant>.risk@champion resolved through the PostgreSQL registry loads the registered pyfunc,
+    and its predictions on the week's feature rows are risk_scores' p_lost."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from riskml_assets.core import scoring
+    from riskml_assets.core.contract import week_bounds
+
+    platform, week, url = prod["platform"], prod["week"], prod["mlflow_url"]
+
+    def frames(asset: str) -> pd.DataFrame:
+        files = sorted((platform.root / "assets" / asset / TENANT).glob("*.parquet"))
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+    bundle = platform.resources["model_registry"].get().load(TENANT, "risk", alias="champion")
+    snaps, acts = frames("risk_snapshots"), frames("activity_events")
+    days = [d.strftime("%Y-%m-%d") for d in pd.date_range(*week_bounds(week), inclusive="left")]
+    latest = snaps[pd.to_datetime(snaps["snapshot_date"]).dt.strftime("%Y-%m-%d").isin(days)]
+    rows = scoring.feature_rows(snaps, acts, latest, bundle)
+    scores = platform.load("risk_scores", TENANT, week)
+    assert rows["opportunity_id"].tolist() == scores["opportunity_id"].astype(str).tolist() and len(rows) > 20
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(url)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/riskml.{TENANT}.risk@champion")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    np.testing.assert_allclose(model.predict(rows)["p_lost"].to_numpy(), scores["p_lost"].to_numpy(), rtol=0, atol=1e-9)
+
+
 def test_mlflow_registry_pool_holds_one_slot_on_postgres(prod):
     """The pool limit of deploy/dagster.yaml is in force: registration used pool mlflow_registry with 1 slot,
     freed when the run ended; a second claimant waits until the first frees it."""
