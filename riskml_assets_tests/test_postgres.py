@@ -23,7 +23,6 @@ pytestmark = pytest.mark.services
 
 DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 TENANT = "pgco"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # This test is about where runs, events, checks and models are stored, not about the model quality of one small
 # draw: the statistical gates of a tenant this small are noise (see test_assets.trained), so they only warn here.
 # The structural gates (schemas, keys, splits, parity, minimum rows) keep blocking.
