@@ -134,13 +134,14 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         paths = self._get_paths_for_partitions(context)
         backcompat = self._get_multipartition_backcompat_paths(context)
         keys = list(context.asset_partition_keys)
-        objs, missing = {}, []
+        objs, missing, listings = {}, [], {}
         for key in keys:
             for path in (paths[key], backcompat.get(key)):
                 if path is None:
                     continue
                 try:
-                    objs[key] = self.load_from_path(context=context, path=path)
+                    objs[key] = self.load_from_path(context=context, path=path,
+                                                    stored=self._stored_names(path.parent, listings))
                     break
                 except FileNotFoundError:
                     continue
@@ -152,14 +153,33 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
             return objs.get(keys[0])
         return objs
 
-    def load_from_path(self, context, path: UPath) -> Any:
+    @staticmethod
+    def _stored_names(folder: UPath, listings: dict) -> set[str]:
+        """The names stored in ``folder``, listed once per load (one request on a blob store, where asking each
+        partition of a 52-week window whether it exists costs several round trips)."""
+        if str(folder) not in listings:
+            try:
+                listings[str(folder)] = {p.name for p in folder.iterdir()}
+            except (FileNotFoundError, NotADirectoryError):
+                listings[str(folder)] = set()
+        return listings[str(folder)]
+
+    def load_from_path(self, context, path: UPath, stored: set[str] | None = None) -> Any:
+        """The parquet or JSON value at ``path``; ``stored``: the folder's listing when known (skips the look-ups).
+        Opened directly (no exists() first): one round trip less per value on a blob store."""
         pq, js = path.with_name(path.name + PARQUET), path.with_name(path.name + JSON)
-        if pq.exists():
-            with pq.open("rb") as fh:
-                want_polars = _wants(context, pl.DataFrame)
-                return pl.read_parquet(fh) if want_polars else pd.read_parquet(fh)
-        if js.exists():
-            return json.loads(js.read_text())
+        if stored is None or pq.name in stored:
+            try:
+                with pq.open("rb") as fh:
+                    want_polars = _wants(context, pl.DataFrame)
+                    return pl.read_parquet(fh) if want_polars else pd.read_parquet(fh)
+            except FileNotFoundError:
+                pass
+        if stored is None or js.name in stored:
+            try:
+                return json.loads(js.read_text())
+            except FileNotFoundError:
+                pass
         raise FileNotFoundError(f"no stored value for {context.asset_key.to_user_string()} at {path}(.parquet|.json)")
 
 

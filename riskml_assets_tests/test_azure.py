@@ -102,8 +102,9 @@ def azure_platform(azurite, az_container, tmp_path, monkeypatch):
     assert resources["io_manager"].azure_connection_string == dg.EnvVar("AZURE_STORAGE_CONNECTION_STRING")
     art = f"wasbs://{az_container}@devstoreaccount1.blob.core.windows.net/riskml/mlartifacts"
     assert resources["mlflow"].artifact_location == art and resources["model_registry"].artifact_location == art
-    (tmp_path / "home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+    # an in-memory instance: the event log is not what this test is about, and SQLite's event writes are half of
+    # a run's time on a busy machine (the persistent instance is tested on PostgreSQL)
+    with dg.DagsterInstance.ephemeral() as instance:
         p = Platform(tmp_path, instance)
         p.incoming = data / "incoming"
         p.resources = resources = {**p.resources, **resources}  # + any other resource the Platform binds
@@ -176,3 +177,52 @@ def test_ingest_train_score_on_azurite_with_mlflow_artifacts_in_the_same_contain
     assert len(got) == latest["opportunity_id"].nunique() > 0
     np.testing.assert_allclose(got["p_lost"].to_numpy(), want["p_lost"].to_numpy(), rtol=0, atol=1e-12)
     assert list(got["opportunity_id"]) == list(want["opportunity_id"])
+
+
+WINDOW_WEEKS = ["2026-10-26", "2026-11-02", "2026-11-16"]  # three stored weeks; the rest of the window is missing
+
+
+def test_a_lookback_window_on_blob_storage_lists_once_instead_of_asking_each_partition(azurite, az_container,
+                                                                                       monkeypatch):
+    """A 78-week window with 3 stored weeks: before, each missing week cost 4 exists() look-ups (parquet, json, and
+    the same for Dagster's back-compat path), each one or two HTTP round trips: about 300 per input on Azure."""
+    import adlfs
+
+    from riskml_assets.io_manager import RiskmlIOManager
+    from riskml_assets.partitions import LOOKBACK_WEEKS, lookback_mapping, tenant_week
+
+    @dg.asset(partitions_def=tenant_week, name="probe")
+    def probe(context) -> pd.DataFrame:
+        return pd.DataFrame({"week": [context.partition_key.keys_by_dimension["week"]]})
+
+    @dg.asset(partitions_def=tenant_week, ins={"probe": dg.AssetIn(
+        partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})})
+    def window(probe) -> pd.DataFrame:
+        return pd.concat(list(probe.values()), ignore_index=True)
+
+    io = RiskmlIOManager(base_path=f"abfs://{az_container}/assets",
+                         azure_connection_string=dg.EnvVar("RISKML_TEST_AZ_CONN"))
+    monkeypatch.setenv("RISKML_TEST_AZ_CONN", azurite["connection_string"])
+    calls = {"info": 0, "exists": 0, "ls": 0}
+    for name in calls:  # count the real filesystem's look-ups (each is a request to the blob service)
+        real = getattr(adlfs.AzureBlobFileSystem, f"_{name}")
+
+        async def counted(self, *a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return await _real(self, *a, **k)
+        monkeypatch.setattr(adlfs.AzureBlobFileSystem, f"_{name}", counted)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("tenant", ["winco"])
+        for w in WINDOW_WEEKS:
+            assert dg.materialize([probe], partition_key=f"winco|{w}", instance=instance,
+                                  resources={"io_manager": io}).success
+        for k in calls:
+            calls[k] = 0
+        res = dg.materialize([probe, window], selection=[window], partition_key=f"winco|{WINDOW_WEEKS[-1]}",
+                             instance=instance, resources={"io_manager": io})
+        assert res.success
+    cc, _ = _blobs(azurite, az_container)
+    got = _read_parquet(cc, f"assets/window/winco/{WINDOW_WEEKS[-1]}.parquet")
+    assert sorted(got["week"]) == WINDOW_WEEKS  # the three stored weeks, none invented
+    lookups = calls["info"] + calls["exists"] + calls["ls"]
+    assert lookups <= 3 * len(WINDOW_WEEKS) + 6, (calls, LOOKBACK_WEEKS)  # listings + a few per stored week
