@@ -24,7 +24,9 @@ the version's ``source`` is that folder and its ``run_id`` the training run)::
     riskml/reference_features.parquet        a sample of the training features (drift reference)
     extra/<name>                             caller-supplied files (bytes)
 
-Nothing is stored in a format that executes code when loaded. The sha256 of **every** file is recorded at
+Nothing is stored in a format that executes code when parsed (no pickle): :meth:`ModelRegistry.load` reads
+JSON and parquet only; the pyfunc's Python files (``riskml_risk_model.py``, ``code/``) run only when someone
+loads the version with ``mlflow.pyfunc``, and are checksummed like the rest. The sha256 of **every** file is recorded at
 registration in the version tag ``riskml.checksums`` (in the registry database, not next to the files);
 :meth:`ModelRegistry.load` downloads the files, refuses any missing, extra or altered file, and only then
 parses anything, so a pickled extra file is never unpickled before its checksum has matched.
@@ -57,6 +59,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -455,8 +458,10 @@ class ModelRegistry:
 
         Registering the same model again (same booster, features, calibrator and manifest) returns the existing
         version instead of creating a new one (safe to re-run); unless it is the champion, its gate result,
-        decision and ``challenger`` alias are refreshed. ``run_id`` logs into an existing MLflow run (the
-        training run); otherwise a run is created in ``experiment_name``. ``reference_data`` (a frame of the features
+        decision and ``challenger`` alias are refreshed. ``run_id`` (the training run) is where the files are logged
+        and what the version's ``run_id``/``source`` point to; when this store does not know that run (or none is
+        given) a run is created in ``experiment_name``, tagged ``riskml.training_run_id`` with the given id. The
+        version is tagged ``riskml.training_run_id`` too. ``reference_data`` (a frame of the features
         of every snapshot in the training window, the drift reference) is stored as parquet, sampled to at most
         REFERENCE_MAX_ROWS rows. ``trained_opportunities`` (the opportunity ids of the model's train and
         validation splits) is stored as ``riskml/trained_opportunities.json`` so a later challenger is compared
@@ -601,12 +606,15 @@ class ModelRegistry:
                 files["calibrator"].write_text(_dumps(dict(calibrator)))
             code = stage / P.MODEL_CODE_FILE
             code.write_text(P.MODEL_CODE)
-            mlflow.pyfunc.save_model(
-                str(root), python_model=str(code), artifacts={k: str(v) for k, v in files.items()},
-                code_paths=[str(_serving_code(stage / "code"))], signature=signature,
-                pip_requirements=serving_requirements(),
-                metadata={"riskml_family": "risk", "riskml_output": P.OUTPUT_COLUMN,
-                          "riskml_input": "pinned feature columns (riskml_assets.core.scoring.feature_rows)"})
+            with warnings.catch_warnings():  # no input example / type hints: the signature is given explicitly
+                warnings.filterwarnings("ignore", message=r".*(input example was not provided|Add type hints)",
+                                        category=UserWarning)
+                mlflow.pyfunc.save_model(
+                    str(root), python_model=str(code), artifacts={k: str(v) for k, v in files.items()},
+                    code_paths=[str(_serving_code(stage / "code"))], signature=signature,
+                    pip_requirements=serving_requirements(),
+                    metadata={"riskml_family": "risk", "riskml_output": P.OUTPUT_COLUMN,
+                              "riskml_input": "pinned feature columns (riskml_assets.core.scoring.feature_rows)"})
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 

@@ -74,5 +74,7 @@ class RiskPyfunc(PythonModel):
     def load_context(self, context) -> None:
         self.artifact, self.calibrator = load_parts(dict(context.artifacts))
 
-    def predict(self, context, model_input, params=None):  # noqa: ARG002 - the pyfunc signature
+    # the pd.DataFrame hint is one MLflow infers no schema from: the registered signature stays the contract
+    # (and MLflow does not warn about a predict without type hints)
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
         return predict_frame(self.artifact, self.calibrator, model_input)
