@@ -51,6 +51,7 @@ def ui_resources(tmp_path, monkeypatch):
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", key)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", conn)
     monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", f"sv=2024-11-04&sig={sas_sig}")
+    monkeypatch.setenv("RISKML_AZUREML_STORAGE_CONNECTION_STRING", conn)  # any other resource's secret, too
     monkeypatch.setenv("RISKML_DATA_DIR", str(tmp_path / "data"))
     ws = tmp_path / "workspace.yaml"
     ws.write_text(json.dumps({"load_from": [{"python_module": {
