@@ -199,7 +199,7 @@ def run_partitions(instance, job_name: str, pairs: list[tuple[str, str]], verb: 
     finally:
         if own:
             launcher.__exit__(None, None, None)
-    print(f"  backfill {backfill_id} of {job_name}: {len(outcomes)} run(s) (Overview -> Backfills in the UI)")
+    print(f"  backfill {backfill_id} of {job_name}: {len(outcomes)} run(s) (listed under Backfills in the UI)")
     return sum(1 for o in outcomes if not o.success)
 
 

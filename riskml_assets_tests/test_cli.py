@@ -28,7 +28,8 @@ def test_main_job_end_to_end_on_sample_data(tmp_path):
     proc = subprocess.run([BIN / "riskml", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "dagster asset materialize -m riskml_assets.definitions" in out
+    assert "$ riskml launch --job train_job --partition 'demo|" in out
+    assert "$ riskml launch --job score_job --partition 'demo|" in out
     row = re.search(r"^demo\s+(\d{4}-\d{2}-\d{2})\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+evaluated"
                     r"( \(baseline kept\))?\s+(\d+)/(\d+)(.*)$", out, re.M)
     assert row, out
@@ -61,3 +62,22 @@ def test_main_job_end_to_end_on_sample_data(tmp_path):
     assert all(r["passed"] or r["severity"] == "WARN" for r in gates.values())
     scores = pd.read_parquet(tmp_path / "data" / "assets" / "risk_scores" / "demo" / f"{week}.parquet")
     assert len(scores) > 0 and scores["p_lost"].between(0, 1).all()  # a champion was registered and scored
+    # issue 10 items 5 and 8: every run is a run of its job in the code location `riskml` (the UI's Runs tab of
+    # the job lists it); the history is one backfill; missing lookback partitions are said once per input
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(tmp_path / ".dagster")) as instance:
+        runs = instance.get_runs()
+        assert {r.job_name for r in runs} == {"ingest_job", "train_job", "score_job"}
+        assert all(r.remote_job_origin is not None and r.remote_job_origin.location_name == "riskml" for r in runs)
+        labelled = instance.get_runs(dg.RunsFilter(tags={".dagster/repository": "__repository__@riskml"}))
+        assert len(labelled) == len(runs)
+        ingest = [r for r in runs if r.job_name == "ingest_job"]
+        [backfill] = instance.get_backfills()
+        assert {r.tags.get("dagster/backfill") for r in ingest} == {backfill.backfill_id}
+        assert len(backfill.partition_names) == len(ingest) and backfill.status.value == "COMPLETED_SUCCESS"
+        [train] = [r for r in runs if r.job_name == "train_job"]
+        logs = [(e.step_key, e.user_message) for e in instance.all_logs(train.run_id) if e.user_message]
+        assert not [m for _, m in logs if "Couldn't load partition" in m]
+        said = [(step, m.split(":")[0]) for step, m in logs if "partitions of the window are not materialized" in m]
+        assert said and len(said) == len(set(said)), said  # at most one line per (step, input)
