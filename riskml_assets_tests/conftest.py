@@ -128,3 +128,16 @@ def postgres():
         if os.environ.get("CI"):
             raise
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """A fresh working folder with its own instance, data folder and MLflow store (nothing of the repo):
+    the relative data/ paths of the default resources resolve inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for k in ("RISKML_DATA_DIR", "RISKML_STORAGE"):
+        monkeypatch.delenv(k, raising=False)
+    (tmp_path / "data" / "incoming").mkdir(parents=True)
+    return tmp_path

@@ -31,18 +31,6 @@ def _touch(incoming: Path, tenant: str, kind: str, day: dt.date) -> None:
     (incoming / tenant / f"{kind}-{day.isoformat()}.csv").write_text("opportunity_id\n")
 
 
-@pytest.fixture
-def user_dir(tmp_path, monkeypatch):
-    """A fresh working folder with its own instance, data folder and MLflow store (nothing of the repo)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for k in ("RISKML_DATA_DIR", "RISKML_STORAGE"):
-        monkeypatch.delenv(k, raising=False)
-    (tmp_path / "data" / "incoming").mkdir(parents=True)
-    return tmp_path
-
-
 # ------------------------------------------------------------------------------------------------
 # item 5: the latest complete week is the last one with snapshots
 # ------------------------------------------------------------------------------------------------

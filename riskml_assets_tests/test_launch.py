@@ -12,13 +12,9 @@ REPO_LABEL = "__repository__@riskml"
 
 
 @pytest.fixture
-def user_dir(tmp_path, monkeypatch):
-    """A fresh working folder (relative data/ paths of the default resources) with its own instance."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for k in ("RISKML_DATA_DIR", "RISKML_STORAGE"):
-        monkeypatch.delenv(k, raising=False)
+def user_dir(user_dir):
+    """The shared fresh working folder, with a tiny simulated tenant in data/incoming."""
+    tmp_path = user_dir
     sim = simulator.simulate_tenant(simulator.TenantSpec("tiny", 4.0, 3), weeks=2)
     simulator.write_tenant(sim, tmp_path / "data" / "incoming", tmp_path / "data" / "oracle")
     return tmp_path
