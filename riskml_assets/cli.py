@@ -628,6 +628,8 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")  # Dagster API notices, not errors
+    # MLflow's per-download progress bars would flood the run output (one per loaded artifact)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
