@@ -39,9 +39,9 @@ def find_azurite_blob() -> str | None:
     return exe if Path(exe).exists() else shutil.which("azurite-blob")
 
 
-def _stop_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def _stop_group(proc: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # only the process group we started
+        os.killpg(proc.pid, sig)  # only the process group we started
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -158,6 +158,6 @@ def postgres_server(timeout: float = 60.0):
         yield {"pid": proc.pid, "port": port, "host": "127.0.0.1", "user": "postgres",
                "url": f"postgresql://postgres@127.0.0.1:{port}/postgres", "createdb": createdb}
     finally:
-        _stop_group(proc, timeout=20)
+        _stop_group(proc, timeout=20, sig=signal.SIGINT)  # postgres "fast" shutdown: no waiting for clients
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
