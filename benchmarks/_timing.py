@@ -1,0 +1,301 @@
+"""Shared helpers of the speed benchmarks (issue 11): which code to import, interleaved timing, the printed
+figures (and their parser, used by the test), peak RSS and the cached simulated data.
+
+Every ``bench_*`` script measures its sides interleaved in one process run (A B, B A, A B, ...), after one
+untimed warm-up call of each side, and prints for each side the min and median and for each pair the ratio
+of the mins and of the medians. The printed lines have a fixed form so ``parse_output`` can read them back:
+
+    [P3] time project: min 1.234 s, median 1.301 s (n=3)
+    [P3] ratio project/polars_floor: min 1.05, median 1.07 (goal <= 1.2: met)
+    [P3] value peak_rss: 1843.2 MiB (goal <= 2048: met)
+
+``--code-root DIR`` imports ``riskml_assets`` from another checkout (e.g. a worktree of an older commit), so
+the same script measures the code before and after a change. It only uses stable public entry points.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE_DIR = Path(os.environ.get("RISKML_BENCH_CACHE", Path(tempfile.gettempdir()) / "riskml-bench-cache"))
+
+
+# ----------------------------------------------------------------------------------------- code root, args
+def parser(description: str, *, repeat: int, quick_repeat: int = 1) -> argparse.ArgumentParser:
+    """An argparse parser with the options every benchmark shares (``--quick``, ``--repeat``, ``--code-root``)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small size and one repetition (a smoke run for the tests)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help=f"timed repetitions of each side (default {repeat}, {quick_repeat} with --quick)")
+    p.add_argument("--code-root", default=str(REPO),
+                   help="checkout whose riskml_assets is measured (default: this repository)")
+    p.set_defaults(_repeat_default=repeat, _quick_repeat=quick_repeat)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, put ``--code-root`` first on ``sys.path`` (and on PYTHONPATH for child processes), work from it
+    (relative config paths such as config/gates.yaml resolve there), and fill in ``repeat``."""
+    args = p.parse_args(argv)
+    root = Path(args.code_root).resolve()
+    if not (root / "riskml_assets" / "__init__.py").exists():
+        p.error(f"--code-root {root}: no riskml_assets package there")
+    args.code_root = root
+    use_code_root(root)
+    if args.repeat is None:
+        args.repeat = args._quick_repeat if args.quick else args._repeat_default
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    return args
+
+
+def use_code_root(root: Path) -> None:
+    root = Path(root).resolve()
+    sys.path[:] = [x for x in sys.path if Path(x or ".").resolve() != REPO]
+    sys.path.insert(0, str(root))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *[x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                              if x and Path(x).resolve() != REPO]])
+    os.chdir(root)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def header(tag: str, what: str, args: argparse.Namespace) -> None:
+    commit = _git_commit(args.code_root)
+    import riskml_assets
+
+    here = Path(riskml_assets.__file__).resolve()
+    if args.code_root not in here.parents:
+        raise SystemExit(f"riskml_assets was imported from {here}, not from --code-root {args.code_root}")
+    print(f"[{tag}] {what}")
+    print(f"[{tag}] code root: commit {commit}{' (quick)' if args.quick else ''}; repeat {args.repeat}; "
+          f"cpus {os.cpu_count()}; load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------- timing
+def interleave(sides: Mapping[str, Callable[[], object]], repeat: int, *, warmup: bool = True,
+               before: Callable[[str, int], None] | None = None) -> dict[str, list[float]]:
+    """Seconds of each side, ``repeat`` times, in alternating order (A B, B A, ...) so drift of the machine's
+    load hits every side alike. ``before(side, i)`` runs untimed before each call (e.g. a fresh partition)."""
+    names = list(sides)
+    if warmup:
+        for n in names:
+            if before:
+                before(n, -1)
+            sides[n]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(repeat):
+        for n in (names if i % 2 == 0 else names[::-1]):
+            if before:
+                before(n, i)
+            t0 = time.perf_counter()
+            sides[n]()
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def time_once(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def _goal_text(goal: tuple[str, float] | None, value: float) -> str:
+    if goal is None:
+        return ""
+    op, target = goal
+    ok = value <= target if op == "<=" else value >= target
+    return f" (goal {op} {target:g}: {'met' if ok else 'NOT met'})"
+
+
+def report_times(tag: str, times: Mapping[str, list[float]]) -> None:
+    for n, ts in times.items():
+        print(f"[{tag}] time {n}: min {min(ts):.3f} s, median {statistics.median(ts):.3f} s (n={len(ts)})")
+
+
+def report_ratio(tag: str, times: Mapping[str, list[float]], a: str, b: str,
+                 goal: tuple[str, float] | None = None) -> float:
+    """Print a/b as the ratio of the mins and of the medians; the goal is judged on the medians."""
+    r_min = min(times[a]) / min(times[b])
+    r_med = statistics.median(times[a]) / statistics.median(times[b])
+    print(f"[{tag}] ratio {a}/{b}: min {r_min:.2f}, median {r_med:.2f}{_goal_text(goal, r_med)}", flush=True)
+    return r_med
+
+
+def report_value(tag: str, name: str, value: float, unit: str = "", goal: tuple[str, float] | None = None) -> None:
+    print(f"[{tag}] value {name}: {value:.4g}{(' ' + unit) if unit else ''}{_goal_text(goal, value)}", flush=True)
+
+
+def note(tag: str, text: str) -> None:
+    print(f"[{tag}] note: {text}", flush=True)
+
+
+_TIME = re.compile(r"^\[(?P<tag>[^\]]+)\] time (?P<name>.+?): min (?P<min>[\d.]+) s, median (?P<median>[\d.]+) s "
+                   r"\(n=(?P<n>\d+)\)$")
+_RATIO = re.compile(r"^\[(?P<tag>[^\]]+)\] ratio (?P<name>.+?): min (?P<min>[\d.]+), median (?P<median>[\d.]+)"
+                    r"(?: \(goal (?P<op><=|>=) (?P<goal>[\d.e+-]+): (?P<met>met|NOT met)\))?$")
+_VALUE = re.compile(r"^\[(?P<tag>[^\]]+)\] value (?P<name>.+?): (?P<value>[-\d.e+]+)(?: (?P<unit>[^(]+?))?"
+                    r"(?: \(goal (?P<op><=|>=) (?P<goal>[\d.e+-]+): (?P<met>met|NOT met)\))?$")
+
+
+def parse_output(text: str) -> dict[str, dict[str, dict]]:
+    """``{"time"|"ratio"|"value": {name: fields}}`` of the figure lines printed by a benchmark."""
+    out: dict[str, dict[str, dict]] = {"time": {}, "ratio": {}, "value": {}}
+    for line in text.splitlines():
+        for kind, rx in (("time", _TIME), ("ratio", _RATIO), ("value", _VALUE)):
+            m = rx.match(line.strip())
+            if m:
+                d = {k: v for k, v in m.groupdict().items() if v is not None}
+                for k in ("min", "median", "value", "goal"):
+                    if k in d:
+                        d[k] = float(d[k])
+                out[kind][d.pop("name")] = d
+                break
+    return out
+
+
+# ----------------------------------------------------------------------------------------- memory
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024.0 if sys.platform != "darwin" else kib / 2**20
+
+
+def run_child(argv: list[str], timeout: float = 3600) -> tuple[float, dict]:
+    """Run ``python <argv>`` (same interpreter, same PYTHONPATH) and return (wall seconds, the JSON object it
+    prints on its last stdout line)."""
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"child {argv} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    lines = [x for x in res.stdout.strip().splitlines() if x.startswith("{")]
+    return wall, (json.loads(lines[-1]) if lines else {})
+
+
+# ----------------------------------------------------------------------------------------- data
+def simulated(opportunities: int, weeks: int, name: str = "bench", seed: int = 7):
+    """(snapshots, outcomes, activities) pandas frames of one simulated tenant (core.simulator), cached as
+    parquet under the system temp folder so repeated runs (and the before/after comparison) read the same rows."""
+    import pandas as pd
+
+    key = hashlib.sha256(f"{name}:{opportunities}:{weeks}:{seed}".encode()).hexdigest()[:12]
+    d = CACHE_DIR / f"{name}-{opportunities}-{weeks}-{key}"
+    kinds = ("snapshots", "outcomes", "activities")
+    if all((d / f"{k}.parquet").exists() for k in kinds):
+        return tuple(pd.read_parquet(d / f"{k}.parquet") for k in kinds)
+    sim = simulate(opportunities, weeks, name, seed)
+    d.mkdir(parents=True, exist_ok=True)
+    for k in kinds:
+        tmp = d / f".{k}.parquet.tmp"
+        getattr(sim, k).to_parquet(tmp, index=False)
+        tmp.replace(d / f"{k}.parquet")
+    return sim.snapshots, sim.outcomes, sim.activities
+
+
+def simulate(opportunities: int, weeks: int, name: str = "bench", seed: int = 7):
+    from riskml_assets.core import simulator as S
+
+    return S.simulate_tenant(S.TenantSpec(name, 10.0, 0), weeks=weeks, opportunities=opportunities, seed=seed)
+
+
+def write_incoming(sim, incoming: Path, oracle: Path) -> list[Path]:
+    """The simulated tenant as contract files under ``incoming/<tenant>/`` (core.simulator.write_tenant)."""
+    from riskml_assets.core import simulator as S
+
+    return S.write_tenant(sim, incoming, oracle)
+
+
+def weeks_of(incoming_tenant_dir: Path) -> list[str]:
+    """Monday keys of the weeks that have a snapshots file, oldest first."""
+    import datetime as dt
+
+    out = set()
+    for f in incoming_tenant_dir.iterdir():
+        m = re.fullmatch(r"snapshots-(\d{4}-\d{2}-\d{2})\.\w+", f.name)
+        if m:
+            d = dt.date.fromisoformat(m.group(1))
+            out.add((d - dt.timedelta(days=d.weekday())).isoformat())
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------------------- a Dagster platform
+class Platform:
+    """The project's own ``riskml_assets.definitions.defs`` (resources from the environment, as in production)
+    on a persistent DagsterInstance in a temp DAGSTER_HOME, with data, assets, quarantine and MLflow in a temp
+    data dir. Import only after ``parse`` (code root) — it sets the environment before loading definitions."""
+
+    def __init__(self, root: Path):
+        root = Path(root)
+        self.root = root
+        self.home, self.data = root / "dagster_home", root / "data"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
+        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(self.home)
+        os.environ["RISKML_DATA_DIR"] = str(self.data)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{self.data / 'mlflow.db'}"
+        for k in ("RISKML_STORAGE", "RISKML_STORAGE_OPTIONS"):
+            os.environ.pop(k, None)
+        import dagster as dg
+
+        from riskml_assets.definitions import defs
+
+        self.dg, self.defs = dg, defs
+        self.instance = dg.DagsterInstance.get()
+        self.incoming = self.data / "incoming"
+
+    def add_tenant(self, tenant: str) -> None:
+        if tenant not in self.instance.get_dynamic_partitions("tenant"):
+            self.instance.add_dynamic_partitions("tenant", [tenant])
+
+    def run(self, job: str, tenant: str, week: str, run_config: dict | None = None):
+        self.add_tenant(tenant)
+        cfg = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+        for k, v in (run_config or {}).items():
+            cfg[k] = v
+        return self.defs.resolve_job_def(job).execute_in_process(
+            partition_key=f"{tenant}|{week}", instance=self.instance, raise_on_error=False, run_config=cfg)
+
+    def event_records(self, run_id: str) -> int:
+        return len(self.instance.all_logs(run_id))
+
+    def ingest(self, tenant: str, weeks: list[str]) -> float:
+        """Ingest the weeks with ``ingest_job`` (one run per week); returns seconds."""
+        t0 = time.perf_counter()
+        for w in weeks:
+            res = self.run("ingest_job", tenant, w)
+            if not res.success:
+                raise RuntimeError(f"ingest_job {tenant}|{w} failed")
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        try:
+            self.instance.dispose()
+        except Exception:  # noqa: BLE001
+            pass

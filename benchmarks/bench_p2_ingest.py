@@ -1,0 +1,82 @@
+"""P2: one ingestion run (``ingest_job`` for one tenant-week, through Dagster on a real instance) ÷ the bare
+validation of the same files by ``core.ingest`` in one process (not a test).
+
+    python benchmarks/bench_p2_ingest.py            # acme-sized tenant (60 new opportunities a week), 7 runs each
+    python benchmarks/bench_p2_ingest.py --quick    # a smaller tenant, 1 run each (smoke)
+    python benchmarks/bench_p2_ingest.py --code-root <other checkout>
+
+Set-up (untimed): a simulated tenant written as contract files into a temp data dir, the project's
+``definitions.defs`` on a DagsterInstance in a temp DAGSTER_HOME. Dagster side: ``ingest_job`` for one week
+(re-materialized each repetition). Bare side: for every kind the job ingests, ``core.ingest.files_for_week``
++ ``core.ingest.ingest_week`` on the same files (validation and quarantine routing; no storage).
+Goal (issue 11): Dagster ÷ bare <= 2.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing as T  # noqa: E402
+
+TAG = "P2"
+KINDS = ("snapshots", "outcomes", "activities", "interactions")
+
+
+def main(argv=None) -> int:
+    p = T.parser(__doc__, repeat=7, quick_repeat=1)
+    p.add_argument("--weeks", type=int, default=None, help="simulated weeks (default 12, 4 with --quick)")
+    args = T.parse(p, argv)
+    T.header(TAG, "one ingestion run through Dagster vs the bare core.ingest validation", args)
+    weeks = args.weeks or (4 if args.quick else 12)
+    root = Path(tempfile.mkdtemp(prefix="riskml-bench-p2-"))
+    plat = None
+    try:
+        plat = T.Platform(root)
+        from riskml_assets.core import ingest as core_ingest
+        from riskml_assets.partitions import PARTITIONS_START
+
+        tenant = "benchp2"
+        sim = T.simulate(opportunities=(30 if args.quick else 60) * (20 + weeks), weeks=weeks, name=tenant)
+        T.write_incoming(sim, plat.incoming, root / "oracle")
+        tdir = plat.incoming / tenant
+        all_weeks = T.weeks_of(tdir)
+        week = all_weeks[len(all_weeks) // 2]
+        files = sorted(tdir.iterdir())
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+        def bare():
+            rows = 0
+            for kind in KINDS:
+                fs = core_ingest.files_for_week(kind, files, week)
+                if fs:
+                    rows += len(core_ingest.ingest_week(kind, fs, tenant=tenant, now=now, week=week,
+                                                        first_week=PARTITIONS_START).valid)
+            return rows
+
+        run_ids = []
+
+        def dagster():
+            res = plat.run("ingest_job", tenant, week)
+            if not res.success:
+                raise RuntimeError(f"ingest_job {tenant}|{week} failed")
+            run_ids.append(res.run_id)
+
+        rows = bare()
+        T.note(TAG, f"tenant-week {tenant}|{week}: {rows} valid rows over {len(KINDS)} kinds")
+        times = T.interleave({"dagster": dagster, "bare": bare}, args.repeat)
+        T.report_times(TAG, times)
+        T.report_ratio(TAG, times, "dagster", "bare", ("<=", 2.0))
+        T.report_value(TAG, "event_records_per_run", plat.event_records(run_ids[-1]))
+    finally:
+        if plat:
+            plat.close()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
