@@ -612,71 +612,106 @@ def build_base_frame(snapshots, activities=None) -> pl.DataFrame:
 
     ``snapshots`` holds every snapshot row of the tenant the features may look back on (history first);
     ``activities`` the activity events (or None/empty when the tenant has no activity log).
-    Each output row is one input snapshot row, in input order is not guaranteed (sorted by opportunity, date).
+    Each output row is one input snapshot row, sorted by (opportunity, date) -- not in input order.
+
+    One sort of the snapshots: afterwards an opportunity's rows are one run of consecutive rows, numbered
+    by ``_opp``, so every per-opportunity window is computed over that integer (no string hashing, no
+    nested windows, no re-sort). The activity intermediates (count of events at or before the snapshot,
+    in the last 30/90 days, the last event and the decayed sum) are binary searches of the snapshots'
+    (opportunity, time) keys in the events' sorted keys: no as-of join, no re-sort of the snapshots.
     """
     s = _to_polars(snapshots)
     if s.is_empty():
         raise ValueError("no snapshot rows to build features from")
+    by = "opportunity_id"
     s = s.with_columns(
         _ms("snapshot_date").alias("snapshot_date"),
         _ms("close_date").alias("close_date"),
         (_ms("last_activity_at") if "last_activity_at" in s.columns else pl.lit(None, pl.Datetime("ms"))).alias("last_activity_at"),
-        pl.col("opportunity_id").cast(pl.String),
-    ).sort("opportunity_id", "snapshot_date")
-    by = "opportunity_id"
-    prev_close = pl.col("close_date").shift(1).over(by)
-    slip = pl.when(pl.col("close_date") > prev_close).then(1).otherwise(0)
-    slip_days = pl.when(pl.col("close_date") > prev_close).then(_days("close_date", "_prev_close")).otherwise(0.0)
-    stage_changed = (pl.col("stage") != pl.col("stage").shift(1).over(by)).fill_null(True)
-    s = (
-        s.with_columns(_prev_close=prev_close, _stage_changed=stage_changed)
-        .with_columns(
-            _first_seen=pl.col("snapshot_date").min().over(by),
-            _first_value=pl.col("deal_value").first().over(by),
-            _slips=slip.cum_sum().over(by),
-            _slip_days=slip_days.cum_sum().over(by),
-            _stage_since=pl.when(pl.col("_stage_changed")).then(pl.col("snapshot_date")).otherwise(None)
-            .forward_fill().over(by),
-        )
-        .drop("_prev_close", "_stage_changed")
+        pl.col(by).cast(pl.String),
+    ).sort(by, "snapshot_date")
+    first_row = pl.col(by).ne_missing(pl.col(by).shift(1)) | (pl.int_range(pl.len()) == 0)
+    s = s.with_columns(_opp=first_row.cum_sum().cast(pl.Int64) - 1, _new=first_row)
+    prev_close = pl.when(~pl.col("_new")).then(pl.col("close_date").shift(1))
+    slipped = pl.col("close_date") > prev_close
+    stage_changed = pl.col("_new") | (pl.col("stage") != pl.col("stage").shift(1)).fill_null(True)
+    s = s.with_columns(
+        _first_seen=pl.col("snapshot_date").min().over("_opp"),
+        _first_value=pl.col("deal_value").first().over("_opp"),
+        _slips=pl.when(slipped).then(1).otherwise(0).cum_sum().over("_opp"),
+        _slip_days=pl.when(slipped).then((pl.col("close_date") - prev_close).dt.total_milliseconds()
+                                         .cast(pl.Float64) / DAY_MS).otherwise(0.0).cum_sum().over("_opp"),
+        _stage_since=pl.when(stage_changed).then(pl.col("snapshot_date")).otherwise(None).forward_fill().over("_opp"),
     )
     a = _to_polars(activities)
     if a.is_empty() or "occurred_at" not in a.columns:
-        return s.with_columns(
+        return s.drop("_opp", "_new").with_columns(
             _last_event_at=pl.lit(None, pl.Datetime("ms")), _n_30d=pl.lit(None, pl.Int64),
             _n_90d=pl.lit(None, pl.Int64), _decayed=pl.lit(None, pl.Float64), _has_activity_log=pl.lit(False),
         )
+    return s.drop("_opp", "_new").hstack(_activity_intermediates(s, a))
+
+
+def _activity_intermediates(s: pl.DataFrame, a: pl.DataFrame) -> pl.DataFrame:
+    """``_last_event_at``, ``_n_30d``, ``_n_90d``, ``_decayed``, ``_has_activity_log`` for every row of ``s``
+    (sorted by opportunity and date, numbered ``_opp``), from the activity events ``a``.
+
+    Each event and snapshot gets the key ``_opp * span + time``, so the events of one opportunity form one
+    sorted block and "events of this opportunity at or before t" is the stretch of its block before the
+    binary-search position of the snapshot's key. Times are ms offsets from 91 days before the earliest
+    instant (t - 90 days never reaches the previous block); when ``n_opportunities * span`` would not fit
+    in 63 bits, times are replaced by their rank among all instants (same order, no overflow).
+    """
+    by = "opportunity_id"
     tau_ms = ENGAGEMENT_HALF_LIFE_DAYS / math.log(2) * DAY_MS
     t0 = a.select(_ms("occurred_at").min()).item()
     ev = (
-        a.select(pl.col("opportunity_id").cast(pl.String), _ms("occurred_at").alias("t"))
+        a.select(pl.col(by).cast(pl.String), _ms("occurred_at").alias("t"))
         .drop_nulls()
-        .sort(by, "t")
-        .with_columns(
-            _cum=pl.int_range(1, pl.len() + 1).over(by),
-            # decayed sum as of each event, stored in a shifted exponent to stay finite
-            _cumexp=((pl.col("t") - pl.lit(t0)).dt.total_milliseconds().cast(pl.Float64) / tau_ms).exp().cum_sum().over(by),
-        )
-        .sort("t")
+        .join(s.filter(pl.col("_new")).select(by, "_opp"), on=by, how="inner")  # events of unknown deals: unused
+        .select("_opp", "t")
     )
-    s = s.sort("snapshot_date")
-    out = s.join_asof(ev.select(by, pl.col("t").alias("snapshot_date"), pl.col("t").alias("_last_event_at"),
-                                "_cum", "_cumexp"),
-                      on="snapshot_date", by=by, strategy="backward", check_sortedness=False)
-    for days in (30, 90):
-        key = f"_t{days}"
-        out = out.with_columns((pl.col("snapshot_date") - pl.duration(days=days)).alias(key)).sort(key)
-        out = out.join_asof(ev.select(by, pl.col("t").alias(key), pl.col("_cum").alias(f"_cum{days}")),
-                            on=key, by=by, strategy="backward", check_sortedness=False)
-        out = out.with_columns(
-            (pl.col("_cum").fill_null(0) - pl.col(f"_cum{days}").fill_null(0)).alias(f"_n_{days}d")
-        ).drop(key, f"_cum{days}")
+    snap_t = s["snapshot_date"].to_physical()
+    windows = {"": 0, "30": 30 * DAY_MS, "90": 90 * DAY_MS}
+    ev_t = ev["t"].to_physical()
+    lo = min(x for x in (ev_t.min(), snap_t.min()) if x is not None) - 91 * DAY_MS
+    hi = max(x for x in (ev_t.max(), snap_t.max()) if x is not None)
+    n_opps = int(s["_opp"].max()) + 1
+    span = hi - lo + 1
+    if n_opps * span < _MAX_KEY:
+        ev_off = ev_t - lo
+        snap_off = {w: (snap_t - d - lo).fill_null(0) for w, d in windows.items()}  # null date: before every event
+    else:  # ranks keep the order of the instants and need only as many values as there are instants
+        grid = pl.concat([ev_t, *(snap_t - d for d in windows.values())]).drop_nulls().unique().sort()
+        span = grid.len() + 1
+        ev_off = grid.search_sorted(ev_t, side="left") + 1
+        snap_off = {w: (grid.search_sorted(snap_t - d, side="left").cast(pl.Int64) + 1)
+                    .set(snap_t.is_null(), 0) for w, d in windows.items()}
+    ev = ev.with_columns(_key=pl.col("_opp") * span + ev_off.cast(pl.Int64)).sort("_key").with_columns(
+        # decayed sum as of each event, stored in a shifted exponent to stay finite
+        _cumexp=((pl.col("t") - pl.lit(t0)).dt.total_milliseconds().cast(pl.Float64) / tau_ms).exp()
+        .cum_sum().over("_opp"),
+    )
+    keys = ev["_key"]
+    block = s["_opp"] * span
+    start = keys.search_sorted(block, side="left").cast(pl.Int64)
+    pos = {w: keys.search_sorted(block + snap_off[w].cast(pl.Int64), side="right").cast(pl.Int64)
+           for w in windows}
+    has = pos[""] > start
+    at = (pos[""] - 1).clip(lower_bound=0)
     age = (pl.col("snapshot_date") - pl.lit(t0)).dt.total_milliseconds().cast(pl.Float64) / tau_ms
-    out = out.with_columns(
-        _decayed=(pl.col("_cumexp") * (-age).exp()).fill_null(0.0),
-        _has_activity_log=pl.lit(True),
-    ).drop("_cum", "_cumexp")
-    return out.sort(by, "snapshot_date")
+    last = ev["t"].gather(at) if ev.height else pl.Series([None] * s.height, dtype=pl.Datetime("ms"))
+    cumexp = ev["_cumexp"].gather(at) if ev.height else pl.Series([None] * s.height, dtype=pl.Float64)
+    return pl.DataFrame({"snapshot_date": s["snapshot_date"], "_has": has, "_last": last, "_cumexp": cumexp,
+                         "_n_30d": pos[""] - pos["30"], "_n_90d": pos[""] - pos["90"]}).select(
+        pl.when(pl.col("_has")).then(pl.col("_last")).otherwise(None).alias("_last_event_at"),
+        "_n_30d", "_n_90d",
+        (pl.when(pl.col("_has")).then(pl.col("_cumexp")).otherwise(None) * (-age).exp()).fill_null(0.0).alias("_decayed"),
+        pl.lit(True).alias("_has_activity_log"),
+    )
+
+
+_MAX_KEY = 2 ** 62  # opportunity-time keys above this use ranked times (see _activity_intermediates)
 
 
 def _source_available(base: pl.DataFrame, source: str) -> bool:
