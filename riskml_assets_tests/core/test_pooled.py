@@ -1,0 +1,151 @@
+"""The pooled risk model (core.pooled) on simulated tenants that share the simulator's ground truth."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskml_assets.core import evaluation, pooled, simulator, training
+from riskml_assets.core import features as F
+from riskml_assets.core import metrics as M
+from riskml_assets.core.cleaning import clean_examples
+from riskml_assets.core.splits import split_examples
+
+LABEL = F.LABEL
+FAST = dict(learning_rate=0.1, n_estimators=400, early_stopping_rounds=30)
+
+
+def _splits(spec, manifest):
+    sim = simulator.simulate_tenant(spec)
+    ex, _ = F.build_training_examples(sim.snapshots, sim.outcomes, sim.activities, manifest,
+                                      partition_end="2026-11-23", window_weeks=52)
+    clean, _, _ = clean_examples(ex, manifest)
+    return sim, split_examples(clean, seed=0, tenant=spec.name)
+
+
+@pytest.fixture(scope="module")
+def two_tenants(manifest):
+    """initech (small: ~1.5k rows) and globex (~8k rows): different deals, the same true loss model."""
+    small, large = simulator.DEFAULT_TENANTS[2], simulator.DEFAULT_TENANTS[1]
+    sim_s, df_s = _splits(small, manifest)
+    _, df_l = _splits(large, manifest)
+    return {"sim": sim_s, "frames": {small.name: df_s, large.name: df_l}, "small": small.name, "large": large.name}
+
+
+@pytest.fixture(scope="module")
+def trained(two_tenants, manifest):
+    frames, small = two_tenants["frames"], two_tenants["small"]
+    res, rows = pooled.train_pooled_model(frames, small, manifest, list(frames), params=training.XGBParams(**FAST),
+                                          return_rows=True)
+    df = frames[small]
+    tr, va = df[df.split == "train"], df[df.split == "validation"]
+    own = training.train_xgb_classifier(tr, va, manifest, training.XGBParams(**FAST))
+    own_cal = evaluation.fit_risk_calibrator(training.predict_raw(own, va), va[LABEL].to_numpy(int))
+    return res, rows, own, own_cal
+
+
+def _expected_brier(p, truth):
+    """Brier expected under the ground truth: E[(p - y)^2] = (p - p_true)^2 + p_true (1 - p_true), per row."""
+    return float(np.mean((p - truth) ** 2 + truth * (1 - truth)))
+
+
+def test_pooled_model_beats_the_small_tenants_own_model_against_the_ground_truth(two_tenants, trained):
+    res, _, own, own_cal = trained
+    assert res["available"], res["reason"]
+    small = two_tenants["small"]
+    test = two_tenants["frames"][small].query("split == 'test'")
+    y = test[LABEL].to_numpy(int)
+    truth = test["opportunity_id"].map(two_tenants["sim"].truth.set_index("opportunity_id")["p_lost_true"]).to_numpy()
+    assert len(y) > 80 and not np.isnan(truth).any()
+    p_pool = pooled.predict_pooled(res["model"], test, small, res["calibrator"])
+    p_own = evaluation.apply_calibrator(own_cal, training.predict_raw(own, test))
+    e_pool, e_own, e_oracle = (_expected_brier(p, truth) for p in (p_pool, p_own, truth))
+    summary = (f"expected Brier pooled {e_pool:.4f} own {e_own:.4f} oracle {e_oracle:.4f}; realised Brier pooled "
+               f"{M.brier(y, p_pool):.4f} own {M.brier(y, p_own):.4f} oracle {M.brier(y, truth):.4f}; MSE to truth "
+               f"pooled {np.mean((p_pool - truth) ** 2):.4f} own {np.mean((p_own - truth) ** 2):.4f}")
+    print(summary)
+    # not vacuous: the small tenant's own model is measurably off the truth ...
+    assert e_own > 1.08 * e_oracle, summary
+    # ... and the pooled model is much closer to it: at least a third of the excess over the oracle is gone
+    assert e_pool - e_oracle < (2 / 3) * (e_own - e_oracle), summary
+    assert e_pool <= 1.10 * e_oracle, summary
+
+
+def test_no_validation_or_test_opportunity_of_any_tenant_is_trained_on(two_tenants, trained):
+    res, rows, _, _ = trained
+    frames = two_tenants["frames"]
+    trained_on = set(zip(rows[pooled.TENANT_FEATURE], rows["opportunity_id"]))
+    held_out = {(t, o) for t, df in frames.items() for o in df.loc[df.split != "train", "opportunity_id"]}
+    train_keys = {(t, o) for t, df in frames.items() for o in df.loc[df.split == "train", "opportunity_id"]}
+    assert held_out and not (trained_on & held_out)
+    assert trained_on == train_keys  # every train row of both tenants, nothing else
+    assert res["rows_by_tenant"] == {t: int((df.split == "train").sum()) for t, df in frames.items()}
+    assert res["model"]["train_rows"] == sum(res["rows_by_tenant"].values())
+    assert res["train_fingerprint"] == pooled.training_fingerprint(rows)
+    # the calibrator saw the target's own validation rows only
+    small = two_tenants["small"]
+    assert res["calibrator"]["validation"]["rows"] == int((frames[small].split == "validation").sum())
+    assert pooled.TENANT_FEATURE in res["model"]["features"]
+    assert sorted(res["model"]["categories"][pooled.TENANT_FEATURE]) == sorted([*frames, "__missing__"])
+
+
+def test_not_opted_in_or_alone_is_unavailable_with_the_reason_and_trains_nothing(two_tenants, manifest):
+    frames, small, large = two_tenants["frames"], two_tenants["small"], two_tenants["large"]
+    res = pooled.train_pooled_model(frames, small, manifest, [large])
+    assert not res["available"] and res["model"] is None and "has not opted in" in res["reason"]
+    res = pooled.train_pooled_model({small: frames[small]}, small, manifest, [small, large])
+    assert not res["available"] and res["model"] is None
+    assert "no other opted-in tenant" in res["reason"] and large in res["reason"]
+    # the other tenant opted in but has validation/test rows only this week: nothing of it may be trained on
+    other = frames[large][frames[large].split != "train"]
+    res = pooled.train_pooled_model({small: frames[small], large: other}, small, manifest, [small, large])
+    assert not res["available"] and "no other opted-in tenant has train rows" in res["reason"]
+
+
+def test_features_with_another_version_are_masked_for_that_tenant(two_tenants, manifest):
+    frames, small, large = two_tenants["frames"], two_tenants["small"], two_tenants["large"]
+    other = {k: dict(v) for k, v in manifest.items()}
+    other["stage_index"]["hash"] = "another-stage-order"
+    small_df = frames[small].assign(x_lead_source="referral")  # a target-only extra column
+    man = {**manifest, "x_lead_source": {"version": 1, "hash": "x", "kind": "categorical"}}
+    rows, info = pooled.pooled_training_rows({small: small_df, large: frames[large]}, small, man, [small, large],
+                                             manifests={large: other, small: man})
+    assert info["features_masked"] == {large: ["stage_index"]}  # x_lead_source: globex has no such column
+    big, mine = rows[rows.tenant == large], rows[rows.tenant == small]
+    assert big["stage_index"].isna().all() and mine["stage_index"].notna().any()
+    assert big["x_lead_source"].isna().all() and (mine["x_lead_source"] == "referral").all()
+    assert big["region"].notna().all()  # same version and hash: pooled as is
+
+
+@pytest.mark.parametrize("raw, expected", [(None, False), ({}, False), ({"pooled": True}, True),
+                                           ({"pooled": False, "stages": ["a"]}, False)])
+def test_parse_pooled(raw, expected):
+    assert pooled.parse_pooled(raw) is expected
+
+
+@pytest.mark.parametrize("value", ["yes", 1, ["true"], None])
+def test_parse_pooled_refuses_a_non_boolean_naming_the_file(value):
+    with pytest.raises(pooled.PooledConfigError, match=r"acme\.yaml: 'pooled' must be true or false"):
+        pooled.parse_pooled({"pooled": value}, where="config/tenants/acme.yaml")
+
+
+def test_tenant_calibration_keeps_the_identity_unless_a_map_helps_out_of_fold():
+    for seed in range(6):  # already calibrated scores: the rule decides by the out-of-fold Brier, both ways
+        rng = np.random.default_rng(seed)
+        p = rng.uniform(0.05, 0.95, 300)
+        y = (rng.uniform(size=300) < p).astype(int)
+        auto = evaluation.fit_risk_calibrator(p, y)
+        cal = pooled.calibrate_for_tenant(p, y)
+        raw, cv = auto["validation"]["brier_raw"], auto["validation"]["brier_cv"]
+        assert cal["method"] == ("none" if raw <= cv else auto["method"]), (seed, raw, cv)
+        if cal["method"] == "none":
+            assert "identity kept" in cal["selection"]["pooled_choice"]
+            assert np.allclose(evaluation.apply_calibrator(cal, p), np.clip(p, 1e-3, 1 - 1e-3))
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 300)
+    y = (rng.uniform(size=300) < p).astype(int)
+    assert pooled.calibrate_for_tenant(p, y)["method"] == "none"  # seed 0: identity wins (0.1684 vs 0.1687)
+    cal = pooled.calibrate_for_tenant(p ** 3, y)  # far too confident that deals are won: a map must help
+    assert cal["method"] in ("platt", "isotonic") and "kept: out-of-fold" in cal["selection"]["pooled_choice"]
+    assert cal["validation"]["brier_cv"] < cal["validation"]["brier_raw"] - 0.01
+    assert pooled.calibrate_for_tenant(p, y, "platt")["method"] == "platt"  # an explicit method is obeyed
