@@ -16,7 +16,9 @@ from typing import Any, Optional
 
 import dagster as dg
 import pandas as pd
-import polars as pl
+from .core.lazy import lazy_module
+
+pl = lazy_module("polars")  # imported on first use (code location load time)
 from pydantic import Field
 from upath import UPath
 

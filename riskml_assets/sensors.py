@@ -13,11 +13,13 @@ import dagster as dg
 from .assets.ingest import INGEST_ASSETS, ingest_assets
 from .checks import partition_checks
 from .core.contract import latest_complete_week
-from .core.schemas import ROUTED_KINDS
+from .core.lazy import lazy_module
 from .core.watch import already_ingested, dump_state, load_state, plan_requests, scan
 from .jobs import full_job, ingest_job, train_job
 from .partitions import PARTITIONS_START, partition_key, tenant_partitions
 from .resources import RiskmlSettings
+
+_schemas = lazy_module("riskml_assets.core.schemas")  # pandera: imported on first use
 
 INGEST_GATES = ("risk_snapshots_schema", "risk_snapshots_duplicate_keys", "risk_snapshots_future_dates",
                 "risk_snapshots_not_empty")
@@ -69,7 +71,7 @@ def snapshot_sensor(context: dg.SensorEvaluationContext, riskml: RiskmlSettings)
                              f"tenant-week(s) already ingested after their last change; not requested again")
     known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
     new_tenants = sorted({e.tenant for e in events} - known)
-    routed = any(e.kind in ROUTED_KINDS for e in events)
+    routed = any(e.kind in _schemas.ROUTED_KINDS for e in events)
     plan = plan_requests(events, ingested_snapshot_weeks(context.instance) if routed else None,
                          first_week=PARTITIONS_START)
     requests = []

@@ -46,7 +46,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from .lazy import lazy_module
+
+stats = lazy_module("scipy.stats")  # imported on first use (code location load time)
 
 from . import synthetic_quality as Q
 from .features import LABEL, REGISTRY

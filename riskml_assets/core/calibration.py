@@ -17,9 +17,12 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import optimize
-from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import StratifiedKFold
+from .lazy import lazy_attr, lazy_module
+
+# imported on first use (code location load time)
+optimize = lazy_module("scipy.optimize")
+IsotonicRegression = lazy_attr("sklearn.isotonic", "IsotonicRegression")
+StratifiedKFold = lazy_attr("sklearn.model_selection", "StratifiedKFold")
 
 from .metrics import _arr, _binary, _probs, _same_length
 

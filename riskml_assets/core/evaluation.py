@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
+from .lazy import lazy_attr
+
+StratifiedKFold = lazy_attr("sklearn.model_selection", "StratifiedKFold")  # imported on first use
 
 from . import metrics as M
 from .calibration import calibrator_from_dict, fit_calibrator

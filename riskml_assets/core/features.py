@@ -56,7 +56,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
-import polars as pl
+from .lazy import lazy_module
+
+pl = lazy_module("polars")  # imported on first use (code location load time)
 
 from .contract import OPEN_STAGES, RISK_CATEGORIES, SNAPSHOT_OPTIONAL, SNAPSHOT_REQUIRED
 

@@ -45,18 +45,10 @@ import pyarrow.parquet as pq
 
 from riskml_assets.core import contract
 from riskml_assets.core.contract import ContractError
-from riskml_assets.core.schemas import (
-    EVENT_DATE,
-    KEYS,
-    LATE_WEEKS,
-    REASON_CODES,
-    ROUTED_KINDS,
-    ROW_CHECK_COLUMNS,
-    SCHEMAS,
-    as_naive_utc,
-    build_schema,
-    required_columns,
-)
+from riskml_assets.core.lazy import lazy_module
+
+# the pandera schemas: imported by the first validation, not when the code location loads
+_schemas = lazy_module("riskml_assets.core.schemas")
 
 QUARANTINE_COLUMNS = ["tenant", "kind", "source_file", "row_number", "reason_code", "reason", "raw"]
 SOURCE_COLUMN = "source_file"
@@ -407,7 +399,7 @@ class _Flags:
         self.flagged = np.zeros(n, dtype=bool)
 
     def flag(self, mask, code: str, describe: Callable[[np.ndarray], list[str]]) -> None:
-        if code not in REASON_CODES:
+        if code not in _schemas.REASON_CODES:
             raise RuntimeError(f"rule {code!r} has no entry in schemas.REASON_CODES")
         new = np.asarray(mask, dtype=bool) & ~self.flagged
         if not new.any():
@@ -446,7 +438,7 @@ def _route(kind: str, frame: pd.DataFrame, flags: "_Flags", owner: np.ndarray, *
     """Routed kinds: refuse event dates after the file's date or before the first week, and set ``owner``
     (the week each row belongs to): the week of its event date when the file is dated at most LATE_WEEKS
     weeks later, else (and for rows without a usable event date) the week of the file's date."""
-    col = EVENT_DATE[kind]
+    col = _schemas.EVENT_DATE[kind]
     ev = frame[col]
     fd = pd.Timestamp(file_date)
     first = pd.Timestamp(first_week)
@@ -463,7 +455,7 @@ def _route(kind: str, frame: pd.DataFrame, flags: "_Flags", owner: np.ndarray, *
         "before_first_week", f"is before the first week {first_week} (set RISKML_FIRST_WEEK to an earlier Monday)"))
     home = pd.Timestamp(contract.week_start(file_date))
     wk = _week_starts(ev)
-    own = (ev.notna() & ~pd.Series(after | before, index=ev.index) & (home - wk <= pd.Timedelta(weeks=LATE_WEEKS))).to_numpy()
+    own = (ev.notna() & ~pd.Series(after | before, index=ev.index) & (home - wk <= pd.Timedelta(weeks=_schemas.LATE_WEEKS))).to_numpy()
     if own.any():
         owner[own] = np.datetime_as_string(wk.to_numpy()[own], unit="D").astype(object)
 
@@ -473,13 +465,13 @@ def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timest
     raw = df.reset_index(drop=True)
     raw.columns = [str(c) for c in raw.columns]
     n = len(raw)
-    schema = build_schema(kind, now=now)
+    schema = _schemas.build_schema(kind, now=now)
     cols = list(raw.columns)
     flags = _Flags(n)
     info = {
         "source_file": source_file,
         "rows_read": n,
-        "missing_columns": [c for c in required_columns(kind) if c not in cols],
+        "missing_columns": [c for c in _schemas.required_columns(kind) if c not in cols],
         "missing_optional": [c for c, col in schema.columns.items() if not col.required and c not in cols],
         "extra_columns": [c for c in cols if c not in schema.columns],
     }
@@ -567,7 +559,7 @@ def _check_rows(kind: str, df: pd.DataFrame, *, source_file: str, now: pd.Timest
 
 
 def _row_check_describe(kind: str, chk, frame: pd.DataFrame) -> Callable[[np.ndarray], list[str]]:
-    columns = ROW_CHECK_COLUMNS[chk.name](kind) if chk.name in ROW_CHECK_COLUMNS else ()
+    columns = _schemas.ROW_CHECK_COLUMNS[chk.name](kind) if chk.name in _schemas.ROW_CHECK_COLUMNS else ()
 
     def describe(pos: np.ndarray) -> list[str]:
         values = [_show_values(frame[c].iloc[pos]) for c in columns]
@@ -618,7 +610,7 @@ def _select_week(parts: list[_Part], target: str) -> dict[str, int]:
 
 def _finish(kind: str, tenant: str, parts: list[_Part], week, target: str | None = None,
             unreadable: list[tuple[str, str]] = ()) -> IngestResult:
-    key = list(KEYS[kind])
+    key = list(_schemas.KEYS[kind])
     names = {p.file_idx: p.source_file for p in parts}
     extra_q: list[pd.DataFrame] = []  # quarantine records decided across files: _FILE, _ROW, code, reason
     other_weeks = _select_week(parts, target) if target is not None else {}
@@ -631,10 +623,10 @@ def _finish(kind: str, tenant: str, parts: list[_Part], week, target: str | None
 
     # ---- outside the week being ingested
     if week is not None:
-        start, end = as_naive_utc(week[0]), as_naive_utc(week[1])
+        start, end = _schemas.as_naive_utc(week[0]), _schemas.as_naive_utc(week[1])
         if not start < end:
             raise ContractError(f"week start {start} is not before week end {end}")
-        chk = next(c for c in build_schema(kind, week=(start, end)).checks if c.name == "outside_week")
+        chk = next(c for c in _schemas.build_schema(kind, week=(start, end)).checks if c.name == "outside_week")
         ok = np.asarray(chk(cand).check_output, dtype=bool) if len(cand) else np.ones(0, dtype=bool)
         if (~ok).any():
             out = cand.loc[~ok]
@@ -769,7 +761,7 @@ def _quarantine_frame(kind: str, tenant: str, parts: list[_Part], records: list[
 
 
 def _cast_contract_columns(kind: str, df: pd.DataFrame) -> pd.DataFrame:
-    for name, col in SCHEMAS[kind].columns.items():
+    for name, col in _schemas.SCHEMAS[kind].columns.items():
         parse = col.metadata["parse"]
         if parse in _TEXT_PARSES:
             df[name] = df[name].astype(object).where(df[name].notna(), None)
@@ -783,7 +775,7 @@ def _cast_contract_columns(kind: str, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _valid_frame(kind: str, cand: pd.DataFrame) -> pd.DataFrame:
-    contract_cols = list(SCHEMAS[kind].columns)
+    contract_cols = list(_schemas.SCHEMAS[kind].columns)
     extras = [c for c in cand.columns if c not in contract_cols and c not in (SOURCE_COLUMN, _FILE, _ROW)]
     valid = cand[contract_cols + extras + [SOURCE_COLUMN]].reset_index(drop=True).copy()
     valid[SOURCE_COLUMN] = valid[SOURCE_COLUMN].astype(object)
@@ -795,7 +787,7 @@ def _valid_frame(kind: str, cand: pd.DataFrame) -> pd.DataFrame:
 
 def empty_frame(kind: str) -> pd.DataFrame:
     """A correctly typed, empty valid frame of ``kind`` (all contract columns and ``source_file``)."""
-    schema = build_schema(kind)
+    schema = _schemas.build_schema(kind)
     df = pd.DataFrame({name: _empty_column(col.metadata["parse"], 0, pd.RangeIndex(0))
                        for name, col in schema.columns.items()})
     df[SOURCE_COLUMN] = pd.Series(dtype=object)
@@ -803,12 +795,12 @@ def empty_frame(kind: str) -> pd.DataFrame:
 
 
 def _check_call(kind: str, tenant: str, now) -> pd.Timestamp:
-    if kind not in SCHEMAS:
-        raise ContractError(f"unknown input kind {kind!r}: expected one of {', '.join(SCHEMAS)}")
+    if kind not in _schemas.SCHEMAS:
+        raise ContractError(f"unknown input kind {kind!r}: expected one of {', '.join(_schemas.SCHEMAS)}")
     contract.validate_tenant(tenant)
     if now is None:
         raise ContractError("`now` is required: future dates are judged against it")
-    return as_naive_utc(now)
+    return _schemas.as_naive_utc(now)
 
 
 def validate_frame(kind: str, df: pd.DataFrame, *, tenant: str, source_file: str, now: dt.datetime,
@@ -850,7 +842,7 @@ def reads_weeks(kind: str, file_date: dt.date) -> tuple[str, ...]:
     its own week, and for a routed kind (outcomes) also the LATE_WEEKS weeks before it, whose rows it may carry.
     """
     home = contract.week_start(file_date)
-    back = LATE_WEEKS if kind in ROUTED_KINDS else 0
+    back = _schemas.LATE_WEEKS if kind in _schemas.ROUTED_KINDS else 0
     return tuple((home - dt.timedelta(weeks=k)).isoformat() for k in range(back, -1, -1))
 
 
@@ -858,7 +850,7 @@ def files_for_week(kind: str, paths, week: str) -> list[Path]:
     """Among contract-named ``paths``, the ``kind`` files the ingestion of ``week`` must read, sorted by name:
     files dated in the week, plus, for a routed kind, files dated up to LATE_WEEKS weeks later."""
     start = dt.date.fromisoformat(contract.week_key(dt.date.fromisoformat(week)))
-    later = LATE_WEEKS if kind in ROUTED_KINDS else 0
+    later = _schemas.LATE_WEEKS if kind in _schemas.ROUTED_KINDS else 0
     end = start + dt.timedelta(weeks=later + 1)
     out = []
     for f in paths:
@@ -896,7 +888,7 @@ def ingest_week(kind: str, paths, *, tenant: str, now: dt.datetime, week: str,
     now_ts = _check_call(kind, tenant, now)
     start_d = dt.date.fromisoformat(week)
     bounds = contract.week_bounds(start_d.isoformat())
-    routed = kind in ROUTED_KINDS
+    routed = kind in _schemas.ROUTED_KINDS
     first = contract.first_week(first_week)
     parts, unreadable = [], []
     for i, p in enumerate(paths):
@@ -922,6 +914,15 @@ def ingest_week(kind: str, paths, *, tenant: str, now: dt.datetime, week: str,
     if routed:
         return _finish(kind, tenant, parts, None, target=start_d.isoformat(), unreadable=unreadable)
     return _finish(kind, tenant, parts, bounds, unreadable=unreadable)
+
+
+_REEXPORTED = ("EVENT_DATE", "KEYS", "REASON_CODES", "SCHEMAS")
+
+
+def __getattr__(name: str):  # the schema names this module re-exports, without importing pandera at load time
+    if name in _REEXPORTED:
+        return getattr(_schemas, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

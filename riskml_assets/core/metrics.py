@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from .lazy import lazy_module
+
+stats = lazy_module("scipy.stats")  # imported on first use (code location load time)
 
 __all__ = [
     # classification

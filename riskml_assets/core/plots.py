@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from .lazy import lazy_attr
+
+# imported on first use (code location load time)
+FigureCanvasAgg = lazy_attr("matplotlib.backends.backend_agg", "FigureCanvasAgg")
+Figure = lazy_attr("matplotlib.figure", "Figure")
 
 from .metrics import _arr, _same_length, ece, reliability_table
 

@@ -25,7 +25,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import polars as pl
+from .lazy import lazy_module
+
+pl = lazy_module("polars")  # imported on first use (code location load time)
 
 from . import features as F
 from . import metrics as M
