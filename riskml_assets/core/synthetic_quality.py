@@ -245,16 +245,11 @@ def impossible_combinations(df: pd.DataFrame, manifest: Mapping | None = None) -
 
 
 def ks_statistic(a, b) -> float:
-    """Two-sample KS statistic (sup distance of the empirical CDFs) of the non-missing values."""
-    a = np.sort(np.asarray(a, dtype="float64"))
-    b = np.sort(np.asarray(b, dtype="float64"))
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if len(a) == 0 or len(b) == 0:
-        return float("nan")
-    grid = np.concatenate([a, b])
-    cdf_a = np.searchsorted(a, grid, side="right") / len(a)
-    cdf_b = np.searchsorted(b, grid, side="right") / len(b)
-    return float(np.max(np.abs(cdf_a - cdf_b)))
+    """Two-sample KS statistic (sup distance of the empirical CDFs) of the non-missing values
+    (``metrics.ks_statistic``: ``scipy.stats.ks_2samp``)."""
+    from .metrics import ks_statistic as _ks
+
+    return _ks(a, b)
 
 
 def tv_distance(a, b) -> float:
