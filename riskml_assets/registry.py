@@ -704,6 +704,23 @@ class ModelRegistry:
         for k, v in self._decision_tags(decision).items():
             self._call("set_model_version_tag", name, str(version), k, v)
 
+    MODEL_CARD_FILE = "model_card.md"
+    DESCRIPTION_MAX = 4800  # the SQL stores keep a version description in 5,000 characters
+
+    def attach_model_card(self, tenant: str, family: str, version: str | int, card_md: str) -> str:
+        """Attach a version's model card (``core.model_card``): ``model_card.md`` on the version's run and the
+        card as the version's description (cut to DESCRIPTION_MAX characters, pointing to the file). Returns the
+        run id. Safe to repeat (the file and the description are replaced)."""
+        name = self.model_name(tenant, family)
+        mv = self._call("get_model_version", name, str(version))
+        self._call("log_text", mv.run_id, card_md, self.MODEL_CARD_FILE)
+        text = card_md
+        if len(text) > self.DESCRIPTION_MAX:
+            text = text[:self.DESCRIPTION_MAX].rsplit("\n", 1)[0] + (
+                f"\n\n… (cut: the whole card is the run's artifact {self.MODEL_CARD_FILE})\n")
+        self._call("update_model_version", name, str(version), description=text)
+        return mv.run_id
+
     def _reconcile(self, name: str) -> list[dict]:
         """Repair the log after an interrupted promotion/rollback (alias moved, log entry not yet written)."""
         log = self._log_of(self._call("get_registered_model", name))
