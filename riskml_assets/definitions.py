@@ -11,6 +11,8 @@ from .assets.families import family_assets  # noqa: E402
 from .assets.features import feature_assets  # noqa: E402
 from .assets.ingest import ingest_assets  # noqa: E402
 from .assets.prep import prep_assets  # noqa: E402
+from .assets.llm import llm_assets  # noqa: E402
+from .assets.pooled import pooled_assets  # noqa: E402
 from .assets.registry import registry_assets, rollback_job  # noqa: E402
 from .assets.risk import risk_assets  # noqa: E402
 from .jobs import jobs  # noqa: E402
@@ -19,7 +21,7 @@ from .compute import compute_resources  # noqa: E402
 from .sensors import schedules, sensors  # noqa: E402
 
 all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets, *registry_assets,
-              *family_assets]
+              *family_assets, *pooled_assets, *llm_assets]
 
 defs = dg.Definitions(
     assets=all_assets,

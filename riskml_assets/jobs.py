@@ -19,4 +19,7 @@ full_job = dg.define_asset_job("riskml_full_job", selection=INGEST_SELECTION | T
 families_job = dg.define_asset_job("families_job", selection=FAMILY_SELECTION,
                                    description="Revenue forecast (P10/P50/P90) and action ranker: selection, "
                                                "training and evaluation for one tenant-week.")
-jobs = [ingest_job, train_job, score_job, families_job, full_job]
+llm_data_job = dg.define_asset_job("llm_data_job", selection=dg.AssetSelection.groups("llm"),
+                                  description="Optional: LLM fine-tuning examples (JSONL) for one tenant-week, validated "
+                                              "(needs dataset_splits of the week; not part of the main job).")
+jobs = [ingest_job, train_job, score_job, families_job, full_job, llm_data_job]
