@@ -77,6 +77,7 @@ TAG_FINGERPRINT = "riskml.fingerprint"
 TAG_ROLLED_BACK = "riskml.rolled_back"
 TAG_GATES = "riskml.gates_passed"
 TAG_TRAINING_RUN = "riskml.training_run_id"
+TAG_CHAMPION_SOURCE = "riskml.champion_source"  # tenant_model | crm_score | pooled (which evaluation candidate)
 # MLflow 3 experiment tag read by the UI (mlflow/server/js: ExperimentKind): open the experiment in the
 # classic ML ("model training") view instead of asking / guessing GenAI
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -547,7 +548,8 @@ class ModelRegistry:
                       metrics: Mapping | None, report_md: str, extra_files: Mapping[str, bytes] | None,
                       reference_data, trained_opportunities=None) -> None:
         signature = _signature(artifact, family)
-        if family == "risk" and artifact.get("booster_json"):
+        if family == "risk" and (artifact.get("booster_json") or artifact.get("model")  # lightgbm / random_forest
+                                 or artifact.get("algorithm") == "crm_score"):
             self._save_pyfunc(root, artifact, calibrator, signature)
         rk = root / "riskml"
         rk.mkdir(parents=True)
@@ -598,9 +600,11 @@ class ModelRegistry:
 
         stage = Path(tempfile.mkdtemp(prefix="riskml-pyfunc-"))
         try:
-            files = {"artifact": stage / "artifact.json", "booster": stage / "booster.json"}
+            files = {"artifact": stage / "artifact.json"}
             files["artifact"].write_text(_dumps({k: v for k, v in artifact.items() if k != "booster_json"}))
-            files["booster"].write_text(str(artifact["booster_json"]))
+            if artifact.get("booster_json"):  # (a crm_score model has none: it reads the CRM score feature)
+                files["booster"] = stage / "booster.json"
+                files["booster"].write_text(str(artifact["booster_json"]))
             if calibrator is not None:
                 files["calibrator"] = stage / "calibrator.json"
                 files["calibrator"].write_text(_dumps(dict(calibrator)))
@@ -866,7 +870,8 @@ def register_risk_candidate(registry: ModelRegistry, tenant: str, *, artifact: M
                             auc_policy: str = "not_worse", auto_promote: bool = True, actor: str | None = None,
                             context: Mapping[str, Any] | None = None,
                             before_promote: Callable[[str, dict], None] | None = None,
-                            trained_opportunities=None) -> dict:
+                            trained_opportunities=None, champion_source: str | None = None,
+                            candidates: Mapping[str, Any] | None = None) -> dict:
     """Compare a trained risk model with the tenant's champion on the same real test rows, register it
     (alias ``challenger``, decision in its tags and report) and promote it when the decision says so.
 
@@ -881,6 +886,10 @@ def register_risk_candidate(registry: ModelRegistry, tenant: str, *, artifact: M
     the challenger nor the champion (its own recorded ids) trained on (``decision["comparison"]`` gives the
     size of that set and what was excluded). The absolute floors are judged on the challenger's whole test
     split (it trained on none of it). When no test opportunity is left, the champion stays.
+
+    ``champion_source`` (``tenant_model`` | ``crm_score`` | ``pooled``: which of the evaluation's candidates this
+    model is) is tagged ``riskml.champion_source`` on the version and written into the decision and report;
+    ``candidates`` (the evaluation's candidate summary) is stored with the decision.
 
     Returns ``{"version", "decision", "promotion", "champion_before", "champion_after", "report_md"}``.
     """
@@ -927,10 +936,18 @@ def register_risk_candidate(registry: ModelRegistry, tenant: str, *, artifact: M
         decision["comparison"] = comp
         decision["reason"] += f" [{comparison_text(comp)}]"
     decision["champion_version"] = champion_before
+    if champion_source:
+        decision["champion_source"] = champion_source
+    if candidates:
+        decision["candidates"] = dict(candidates)
     report = (report_md or "") + "\n\n" + decision_markdown(decision, champion_before, "new")
+    if champion_source:
+        report += (f"\nChampion source of this version: **{champion_source}** (algorithm "
+                   f"{artifact.get('algorithm', '?')}).\n")
     version = registry.register(tenant, family, artifact, calibrator, manifest, metrics, report, gates_passed,
                                 run_id=run_id, reference_data=reference_data, decision=decision,
-                                trained_opportunities=trained_opportunities)
+                                trained_opportunities=trained_opportunities,
+                                tags={TAG_CHAMPION_SOURCE: champion_source} if champion_source else None)
     decision["challenger_version"] = version
     if before_promote is not None:
         before_promote(version, decision)

@@ -469,3 +469,37 @@ def test_training_run_of_another_store_gets_a_registration_run_that_points_to_it
     exp = reg.client.get_experiment(own.info.experiment_id)
     assert exp.name == "riskml-registry" and exp.tags[R.TAG_EXPERIMENT_KIND] == R.EXPERIMENT_KIND_ML
     assert reg.load("elsewhere", "risk", version=v)["run_id"] == mv.run_id
+
+
+def test_calibrated_crm_score_registers_serves_and_is_tagged_with_its_source(reg, models):
+    """The CRM's own risk_score, calibrated, as a champion: registered like any model (no booster), tagged
+    riskml.champion_source=crm_score, loaded back through mlflow.pyfunc and batch scoring with the same p_lost."""
+    import mlflow
+
+    from riskml_assets.core import evaluation as E
+
+    history, activities, latest = _week(models)
+    crm = E.crm_score_candidate(models["parts"]["validation"], models["manifest"])
+    out = R.register_risk_candidate(
+        reg, "crmserve", artifact=crm["model"], calibrator=crm["calibrator"], manifest=models["manifest"],
+        test=models["parts"]["test"], metrics={"brier": 0.2}, report_md="# crm", gates_passed=True, floors=FLOORS,
+        snapshots_history=history, activities=activities, n_boot=200, champion_source="crm_score",
+        candidates={"chosen": "crm_score", "reason": "simplest"})
+    v = out["version"]
+    assert out["champion_after"] == v and out["decision"]["champion_source"] == "crm_score"
+    tags = reg.version_tags("crmserve", "risk", v)
+    assert tags[R.TAG_CHAMPION_SOURCE] == "crm_score" and tags["riskml.algorithm"] == "crm_score"
+    assert json.loads(tags["riskml.decision"])["candidates"]["chosen"] == "crm_score"
+    files = json.loads(tags[R.TAG_CHECKSUMS])
+    assert "MLmodel" in files and not any(f.startswith("model/") for f in files)  # a pyfunc without a booster
+    bundle = reg.load("crmserve", "risk")
+    assert bundle["artifact"]["algorithm"] == "crm_score" and "booster_json" not in bundle["artifact"]
+    assert "Champion source of this version: **crm_score**" in bundle["report_md"]
+    scores = scoring.score_open_opportunities(history, activities, latest, bundle)
+    rows = scoring.feature_rows(history, activities, latest, bundle)
+    expected = E.apply_calibrator(crm["calibrator"], rows["heuristic_risk_score"].to_numpy(float).clip(0, 1))
+    np.testing.assert_allclose(scores["p_lost"].to_numpy(), expected, rtol=0, atol=1e-12)
+    mlflow.set_tracking_uri(reg.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/riskml.crmserve.risk@champion")
+    np.testing.assert_allclose(model.predict(rows)["p_lost"].to_numpy(), expected, rtol=0, atol=1e-9)
+    assert model.metadata.get_input_schema().input_names() == ["heuristic_risk_score"]

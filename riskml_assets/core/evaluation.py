@@ -169,3 +169,115 @@ def report_markdown(report: dict, title: str, plots: dict[str, str] | None = Non
     lines += ["## Feature importance (share of total gain)", imp.to_markdown(index=False, floatfmt=".3f"), ""]
     lines += ["## Largest errors", pd.DataFrame(report["largest_errors"]).to_markdown(index=False, floatfmt=".3f"), ""]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# champion candidates: the tenant's model, the CRM's own risk_score (calibrated), a pooled model
+# --------------------------------------------------------------------------------------------
+
+CRM_SCORE_FEATURE = "heuristic_risk_score"  # the pinned feature that carries the CRM's risk_score column
+CRM_SCORE_ALGORITHM = "crm_score"
+#: every candidate source, simplest first (the order the choice rule walks; see core.promotion.choose_candidate)
+CANDIDATE_SOURCES = ("crm_score", "tenant_model", "pooled")
+
+
+class CandidateUnavailable(ValueError):
+    """A champion candidate cannot be built for this tenant-week (the reason says why)."""
+
+
+def crm_score_raw(artifact: dict, df: pd.DataFrame) -> np.ndarray:
+    """Uncalibrated P(lost) of a ``crm_score`` artifact: the CRM's own risk score (its pinned feature column),
+    clipped to [0, 1]; a missing score gets the artifact's ``fill_value`` (the validation rows' median)."""
+    col = artifact["features"][0]
+    if col not in df.columns:
+        raise KeyError(f"input lacks model features: [{col!r}] (the CRM risk_score feature of a crm_score model)")
+    s = pd.to_numeric(df[col], errors="coerce").astype("float64").to_numpy()
+    s = np.where(np.isfinite(s), s, float(artifact.get("fill_value", 0.5)))
+    return np.clip(s, 0.0, 1.0)
+
+
+def crm_score_artifact(valid: pd.DataFrame, manifest: dict, *, feature: str = CRM_SCORE_FEATURE,
+                       min_coverage: float = 0.5, **extra) -> dict:
+    """The CRM's own ``risk_score`` as a model artifact (algorithm ``crm_score``): no fitted parameters, one
+    pinned feature. It is served like any champion (``core.training.predict_raw`` dispatches on the
+    algorithm; the registered pyfunc reads the feature column of the feature rows).
+
+    Raises CandidateUnavailable when the manifest does not pin the feature (the tenant's CRM sends no
+    risk_score) or fewer than ``min_coverage`` of the validation rows carry a score.
+    """
+    if feature not in manifest:
+        raise CandidateUnavailable(f"the feature manifest does not pin {feature!r}: the tenant's snapshots carry "
+                                   "no CRM risk_score")
+    if feature not in valid.columns or len(valid) == 0:
+        raise CandidateUnavailable(f"the validation rows have no {feature!r} column or no rows")
+    s = pd.to_numeric(valid[feature], errors="coerce")
+    coverage = float(s.notna().mean())
+    if coverage < min_coverage:
+        raise CandidateUnavailable(f"only {coverage:.0%} of the validation rows carry a CRM risk_score "
+                                   f"(< {min_coverage:.0%})")
+    fill = float(s.median())
+    return {
+        "family": "risk", "algorithm": CRM_SCORE_ALGORITHM, "features": [feature],
+        "feature_kinds": {feature: "numeric"}, "categories": {}, "manifest": {feature: manifest[feature]},
+        "params": {"fill_value": fill, "seed": 0}, "fill_value": fill, "best_iteration": None,
+        "importance": {feature: 1.0}, "train_rows": 0, "score_coverage_validation": coverage,
+        "description": "the CRM's own risk_score, calibrated on the validation rows", **extra,
+    }
+
+
+def crm_score_candidate(valid: pd.DataFrame, manifest: dict, *, method: str = "auto", seed: int = 0,
+                        threshold: float | None = None, **extra) -> dict:
+    """The calibrated CRM score: ``{"model": crm_score artifact, "calibrator": fit_risk_calibrator on the
+    validation rows' score (Platt/isotonic chosen by cross-validation)}``; raises CandidateUnavailable."""
+    art = crm_score_artifact(valid, manifest, **extra)
+    y = valid[LABEL].to_numpy(int)
+    cal = fit_risk_calibrator(crm_score_raw(art, valid), y, method=method, threshold=threshold, seed=seed,
+                              groups=valid["opportunity_id"].to_numpy())
+    art["metrics"] = {"brier_validation_raw": M.brier(y, crm_score_raw(art, valid)),
+                      "auc_validation": M.roc_auc(y, crm_score_raw(art, valid))}
+    return {"model": art, "calibrator": cal}
+
+
+def candidate_metrics(y, p, groups, *, level: float = CI_LEVEL, n_boot: int = CI_BOOT, seed: int = 0) -> dict:
+    """AUC, Brier, ECE and log-loss of calibrated predictions with their ``level`` opportunity-bootstrap
+    intervals (the same resamples for every metric)."""
+    y, p = np.asarray(y, int), np.asarray(p, float)
+    fns = {"auc": M.roc_auc, "brier": M.brier, "ece": M.ece}
+    cis = M.grouped_bootstrap_cis(y, p, fns, groups, n_boot=n_boot, level=level, seed=seed)
+    out = {name: float(fn(y, p)) for name, fn in fns.items()}
+    out["log_loss"] = float(M.log_loss(y, p))
+    for name in fns:
+        out[f"{name}_ci"] = [float(x) for x in cis[name]]
+    out["ci_level"] = float(level)
+    return out
+
+
+def candidates_table(candidates: dict[str, dict], chosen: str | None = None) -> pd.DataFrame:
+    """One row per candidate: Brier/AUC/ECE with their intervals (``candidates[name]["test"]`` from
+    :func:`candidate_metrics`), or why it was not available."""
+    rows = []
+    for name, c in candidates.items():
+        t = c.get("test") or {}
+        fmt = (lambda k: f"{t[k]:.4f} [{t[k + '_ci'][0]:.4f}, {t[k + '_ci'][1]:.4f}]") if t else (lambda k: "-")
+        rows.append({"candidate": name + (" (champion)" if name == chosen else ""),
+                     "algorithm": (c.get("model") or {}).get("algorithm", "-") if c.get("available") else "-",
+                     "Brier": fmt("brier"), "AUC": fmt("auc"), "ECE": fmt("ece"),
+                     "status": "available" if c.get("available") else f"unavailable: {c.get('reason', '')}"})
+    return pd.DataFrame(rows)
+
+
+def candidates_markdown(candidates: dict[str, dict], choice: dict) -> str:
+    """The report section: the candidates table and the choice (rule, steps, reason)."""
+    level = next((c["test"]["ci_level"] for c in candidates.values() if c.get("test")), CI_LEVEL)
+    lines = ["## Champion candidates (same test opportunities)", "",
+             f"Metrics on the test split with {100 * level:g}% opportunity-bootstrap intervals.", "",
+             candidates_table(candidates, choice.get("chosen")).to_markdown(index=False), "",
+             f"**Champion source: {choice.get('chosen')}** — {choice.get('reason', '')}", "",
+             f"Rule ({choice.get('chosen_on', 'test')}): {choice.get('rule', '')}", ""]
+    steps = choice.get("steps") or []
+    if steps:
+        lines += ["| candidate | against | Brier delta | CI | p | significant |", "|---|---|---|---|---|---|"]
+        lines += [f"| {s['candidate']} | {s['against']} | {s['delta']:.4f} | [{s['ci_low']:.4f}, {s['ci_high']:.4f}] "
+                  f"| {s['p_value']:.3g} | {s['significant']} |" for s in steps]
+        lines.append("")
+    return "\n".join(lines)

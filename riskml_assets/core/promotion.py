@@ -374,6 +374,131 @@ def decide_from_unit_values(champion_values, challenger_values, *, primary_metri
 
 
 # --------------------------------------------------------------------------------------------
+# choosing among champion candidates of one tenant-week (same rows, same rule)
+# --------------------------------------------------------------------------------------------
+
+CANDIDATE_RULE = ("start from the simplest available candidate ({order}); walk the more complex ones in that "
+                  "order; one replaces the current choice only when the {level:g}% paired opportunity-bootstrap "
+                  "interval of Brier(candidate) - Brier(current choice) lies below -{margin:g} (significantly "
+                  "better); otherwise the simpler choice stays")
+
+
+def choose_candidate(y, preds: Mapping[str, Any], groups, *, order: Sequence[str], alpha: float = 0.05,
+                     n_boot: int = 1000, seed: int = 0, min_improvement: float = 0.0) -> dict[str, Any]:
+    """The simplest candidate unless a more complex one is significantly better on the same rows.
+
+    ``preds``: calibrated P(lost) of each available candidate on the same rows ``y`` (candidates absent from
+    ``preds`` are skipped); ``order``: every candidate name, simplest first; ``groups``: opportunity ids (the
+    bootstrap resamples whole opportunities, as :func:`decide_promotion` does). The rule is fixed before any
+    metric is seen (:data:`CANDIDATE_RULE`), so applying it to the test rows does not tune on them.
+
+    Returns ``{"chosen", "rule", "reason", "steps": [{candidate, against, delta, ci_low, ci_high, p_value,
+    significant}], "alpha", "n_boot"}``. Raises ValueError when no candidate is available.
+    """
+    if not (0.0 < alpha < 1.0):
+        raise PromotionConfigError(f"alpha must be in (0, 1), got {alpha!r}")
+    if min_improvement < 0:
+        raise PromotionConfigError(f"min_improvement must be >= 0, got {min_improvement!r}")
+    unknown = sorted(set(preds) - set(order))
+    if unknown:
+        raise PromotionConfigError(f"candidates {unknown} are not in the declared order {list(order)}")
+    avail = [name for name in order if name in preds and preds[name] is not None]
+    if not avail:
+        raise ValueError("no champion candidate is available")
+    y_arr = np.asarray(y, dtype=float)
+    rule = CANDIDATE_RULE.format(order=" < ".join(order), level=100 * (1 - alpha), margin=min_improvement)
+    current, steps = avail[0], []
+    for name in avail[1:]:
+        boot = _bootstrap(M.brier, y_arr, np.asarray(preds[current], float), np.asarray(preds[name], float),
+                          groups, n_boot, seed, alpha)
+        sig = math.isfinite(boot["ci_high"]) and boot["ci_high"] < -min_improvement
+        steps.append({"candidate": name, "against": current, "brier_candidate": boot["metric_b"],
+                      "brier_against": boot["metric_a"], "delta": boot["delta"], "ci_low": boot["ci_low"],
+                      "ci_high": boot["ci_high"], "p_value": boot["p_value"], "significant": bool(sig)})
+        if sig:
+            current = name
+    if current == avail[0]:
+        beaten = "; ".join(f"{s['candidate']} Brier delta {_fmt(s['delta'])} "
+                           f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]" for s in steps)
+        reason = (f"{current} is the simplest available candidate and no more complex one is significantly better"
+                  + (f" ({beaten})" if beaten else " (the only candidate)"))
+    else:
+        s = next(s for s in reversed(steps) if s["candidate"] == current)
+        reason = (f"{current} is significantly better than {s['against']}: Brier {_fmt(s['brier_against'])} -> "
+                  f"{_fmt(s['brier_candidate'])} (delta {_fmt(s['delta'])}, {100 * (1 - alpha):g}% CI "
+                  f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}], p={_fmt(s['p_value'])})")
+    return {"chosen": current, "rule": rule, "reason": reason, "steps": steps, "available": avail,
+            "alpha": float(alpha), "n_boot": int(n_boot), "min_improvement": float(min_improvement)}
+
+
+CHOOSE_ON = ("test", "validation")
+
+
+def evaluate_candidates(candidates: Mapping[str, dict], test: pd.DataFrame, valid: pd.DataFrame | None = None, *,
+                        order: Sequence[str] | None = None, choose_on: str = "test", alpha: float = 0.05,
+                        n_boot: int = 1000, seed: int = 0, min_improvement: float = 0.0,
+                        label: str = "label", group: str = "opportunity_id") -> tuple[dict, dict, dict]:
+    """Score every available candidate on the same test rows and choose the champion.
+
+    ``candidates``: ``{name: {"available": bool, "reason": str, "model": artifact, "calibrator": calibrator
+    dict}}`` (names from ``order``, default ``evaluation.CANDIDATE_SOURCES``, simplest first). Each available
+    one gets ``"test"``: AUC/Brier/ECE with 90% opportunity-bootstrap intervals (:func:`evaluation.candidate_metrics`);
+    one that cannot predict the test rows becomes unavailable with the error as its reason.
+
+    ``choose_on``: ``"test"`` = :func:`choose_candidate`'s pre-declared rule on the test rows (the same
+    held-out opportunities promotion compares on); ``"validation"`` = the same rule on the validation rows with
+    out-of-fold calibrated predictions (each candidate's calibrator method, re-fitted within 5 folds), so the
+    test rows only report.
+    Returns ``(candidates with "test" filled in, choice, {name: calibrated test predictions})``.
+    """
+    from .evaluation import CANDIDATE_SOURCES, apply_calibrator, candidate_metrics, oof_calibrated
+    from .training import predict_raw
+
+    if choose_on not in CHOOSE_ON:
+        raise PromotionConfigError(f"choose_on must be one of {CHOOSE_ON}, got {choose_on!r}")
+    order = tuple(order or CANDIDATE_SOURCES)
+    y = test[label].to_numpy(int)
+    groups = test[group].to_numpy()
+    out: dict[str, dict] = {}
+    p_test: dict[str, np.ndarray] = {}
+    for name, cand in candidates.items():
+        c = dict(cand)
+        if c.get("available"):
+            try:
+                p_test[name] = np.asarray(apply_calibrator(c["calibrator"], predict_raw(c["model"], test)), float)
+                c["test"] = candidate_metrics(y, p_test[name], groups, seed=seed)
+            except (KeyError, ValueError) as exc:
+                c.update(available=False, reason=f"cannot score the test rows: {exc}")
+                p_test.pop(name, None)
+        out[name] = c
+    if choose_on == "test":
+        choice = choose_candidate(y, p_test, groups, order=order, alpha=alpha, n_boot=n_boot, seed=seed,
+                                  min_improvement=min_improvement)
+        choice["chosen_on"] = "test rows, pre-declared rule"
+    else:
+        if valid is None or not len(valid):
+            raise ValueError("choose_on='validation' needs the validation rows")
+        y_va = valid[label].to_numpy(int)
+        p_va = {name: oof_calibrated(predict_raw(out[name]["model"], valid), y_va,
+                                     out[name]["calibrator"].get("method", "platt"), seed=seed)
+                for name in p_test}
+        choice = choose_candidate(y_va, p_va, valid[group].to_numpy(), order=order, alpha=alpha, n_boot=n_boot,
+                                  seed=seed, min_improvement=min_improvement)
+        choice["chosen_on"] = "validation rows, out-of-fold calibrated, pre-declared rule"
+    return out, choice, p_test
+
+
+def candidate_summary(candidates: Mapping[str, dict], choice: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-able summary (no models) for reports, registry tags and the oracle benchmark."""
+    return {"chosen": choice.get("chosen"), "chosen_on": choice.get("chosen_on"), "reason": choice.get("reason"),
+            "rule": choice.get("rule"), "steps": list(choice.get("steps") or []),
+            "candidates": {name: {"available": bool(c.get("available")), "reason": c.get("reason", ""),
+                                  "algorithm": (c.get("model") or {}).get("algorithm"),
+                                  **({"test": c["test"]} if c.get("test") else {})}
+                           for name, c in candidates.items()}}
+
+
+# --------------------------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------------------------
 

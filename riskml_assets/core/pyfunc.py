@@ -49,7 +49,8 @@ mlflow.models.set_model(RiskPyfunc())
 def load_parts(paths: dict[str, str]) -> tuple[dict, dict | None]:
     """(artifact with its booster JSON, calibrator or None) from the pyfunc artifact files."""
     artifact = json.loads(Path(paths["artifact"]).read_text())
-    artifact["booster_json"] = Path(paths["booster"]).read_text()
+    if paths.get("booster"):  # absent for a model without a booster (algorithm crm_score: the CRM's own score)
+        artifact["booster_json"] = Path(paths["booster"]).read_text()
     cal = paths.get("calibrator")
     calibrator = json.loads(Path(cal).read_text()) if cal else None
     return artifact, calibrator
