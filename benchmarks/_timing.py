@@ -259,7 +259,8 @@ class Platform:
         (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(self.home)
         os.environ["RISKML_DATA_DIR"] = str(self.data)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{self.data / 'mlflow.db'}"
+        self.tracking_uri = f"sqlite:///{self.data / 'mlflow.db'}"
+        os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
         for k in ("RISKML_STORAGE", "RISKML_STORAGE_OPTIONS"):
             os.environ.pop(k, None)
         import dagster as dg
