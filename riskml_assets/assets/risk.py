@@ -15,7 +15,7 @@ from ..core import plots
 from ..core.evaluation import apply_calibrator, evaluate_risk, fit_risk_calibrator, report_markdown
 from ..core.features import LABEL
 from ..core.ablation import ablation_markdown, choose_variant, run_ablation
-from ..core.training import XGBParams, predict_raw, train_xgb_classifier
+from ..core.training import SelectionSettings, XGBParams, predict_raw, select_and_train, train_xgb_classifier
 from ..compute import AzureMLPipesResource, DaskResource, train_on_azureml
 from ..core.distributed import choose_execution, train_xgb_classifier_dask
 from ..partitions import split_key, tenant_week
@@ -43,20 +43,38 @@ class RiskModelConfig(dg.Config):
     execution: Literal["auto", "local", "dask", "azureml"] = Field(
         "auto", description="Where to train: local = this process; dask = xgboost.dask on the `dask` resource's "
                             "cluster; azureml = an Azure ML job via Pipes (`azureml` resource); auto = dask when the "
-                            "train split has at least `dask.min_rows` rows (0 = never), else local.")
+                            "train split has at least `dask.min_rows` rows (0 = never), else local. Dask and Azure ML "
+                            "train the fixed XGBoost params (no selection).")
+    selection: bool = Field(
+        True, description="Choose the algorithm (XGBoost, LightGBM, random forest) and its params by grouped, "
+                          "time-ordered cross-validation (Optuna) against the fixed XGBoost params above; switch only "
+                          "when the CV AUC gain exceeds its fold standard error. Off = the fixed XGBoost params.")
+    selection_candidates: list[Literal["xgboost", "lightgbm", "random_forest"]] = Field(
+        ["xgboost", "lightgbm", "random_forest"], description="Algorithms the selection may choose.")
+    selection_trials: int = Field(6, ge=1, description="Optuna trials (the bound that makes the choice "
+                                                       "deterministic by seed).")
+    selection_timeout_seconds: float = Field(
+        60.0, gt=0, description="Safety cap of the selection in seconds (checked between trials and folds); when it "
+                                "stops the selection before selection_trials, the choice depends on the machine's "
+                                "speed (metadata: selection_stopped_by).")
+    selection_folds: int = Field(3, ge=2, description="Cross-validation folds (expanding windows in closing time).")
+    selection_max_rows: int = Field(4000, ge=100, description="Cross-validate on at most this many train rows "
+                                                              "(whole opportunities); the final fit uses all.")
 
 
-@dg.asset(**_common, kinds={"xgboost", "mlflow"},
+@dg.asset(**_common, kinds={"xgboost", "lightgbm", "mlflow"},
           check_specs=gate_specs("risk_model", ("risk_model_beats_base_rate", "risk_model_not_overfit")),
-          description="XGBoost classifier of P(lost) (hist, early stopping on validation), stored as XGBoost JSON "
-                      "with its pinned feature manifest; tracked as an MLflow run.")
+          description="Classifier of P(lost): the fixed XGBoost params, or the algorithm (XGBoost, LightGBM, random "
+                      "forest) and params chosen by grouped time-ordered cross-validation when they beat it by more "
+                      "than the fold noise; early stopping on validation; stored as JSON (XGBoost JSON, LightGBM "
+                      "text, forest node arrays) with its pinned feature manifest; tracked as an MLflow run.")
 def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskml: RiskmlSettings,
                mlflow: MlflowTracking, balanced_train: pd.DataFrame, dataset_splits: pd.DataFrame,
                feature_manifest: dict, dask: DaskResource, azureml: AzureMLPipesResource):
     tenant, week = split_key(context)
     valid = _split(dataset_splits, "validation")
     train_real = _split(dataset_splits, "train")
-    params = XGBParams(**config.model_dump(exclude={"execution"}))
+    params = XGBParams(**config.model_dump(include=set(XGBParams.__dataclass_fields__)))
     execution, remote = choose_execution(config.execution, len(balanced_train), dask.min_rows), {}
     if execution == "dask":  # scale-out: same artifact format (core.distributed)
         with dask.get_client() as client:
@@ -64,8 +82,18 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
                                             log=context.log.info)
     elif execution == "azureml":  # an Azure ML job via Pipes trains with the same core function (compute.py)
         art, remote = train_on_azureml(context, azureml, balanced_train, valid, feature_manifest["features"], params)
+    elif config.selection:
+        art = select_and_train(balanced_train, valid, feature_manifest["features"], params, SelectionSettings(
+            candidates=tuple(config.selection_candidates), n_trials=config.selection_trials,
+            timeout_seconds=config.selection_timeout_seconds, n_folds=config.selection_folds,
+            n_threads=config.n_threads, max_rows=config.selection_max_rows), log=context.log.info)
     else:
         art = train_xgb_classifier(balanced_train, valid, feature_manifest["features"], params, log=context.log.info)
+    if "selection" not in art:
+        art["selection"] = {"enabled": False, "chosen": "xgboost", "switched": False,
+                            "reason": (f"execution {execution}: XGBoost only, the selection is skipped"
+                                       if execution != "local" else "selection is off in config: fixed XGBoost params")}
+    sel = art["selection"]
     p_tr, p_va = predict_raw(art, train_real), predict_raw(art, valid)
     y_tr, y_va = train_real[LABEL].to_numpy(int), valid[LABEL].to_numpy(int)
     auc_tr, auc_va = M.roc_auc(y_tr, p_tr), M.roc_auc(y_va, p_va)
@@ -80,12 +108,18 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
                                 "riskml.feature_fingerprint": feature_manifest["fingerprint"]}) as run:
         import mlflow as mlf
 
-        mlf.log_params({**{k: v for k, v in art["params"].items() if k != "extra"},
+        algorithm = art.get("algorithm", "xgboost")
+        mlf.log_params({**{k: v for k, v in art["params"].items() if k != "extra"}, "algorithm": algorithm,
                         "features": ",".join(art["features"]), "best_iteration": art["best_iteration"],
-                        "train_rows": art["train_rows"]})
-        mlf.log_metrics(art["metrics"])
+                        "train_rows": art["train_rows"], "selection": sel["enabled"]})
+        mlf.log_metrics({**art["metrics"], **_selection_metrics(sel)})
+        mlf.set_tags({"riskml.algorithm": algorithm, "riskml.selection": sel["reason"][:5000]})
         mlf.log_dict(feature_manifest, "feature_manifest.json")
-        mlf.log_text(art["booster_json"], "model/xgboost_model.json")
+        mlf.log_dict(sel, "selection.json")
+        if "booster_json" in art:
+            mlf.log_text(art["booster_json"], "model/xgboost_model.json")
+        else:
+            mlf.log_text(json.dumps(art["model"]), f"model/{algorithm}_model.json")
         art["mlflow_run_id"] = run.info.run_id
         importance_png = plots.feature_importance_plot(art["importance"])
         mlflow.log_images(run.info.run_id, {"plots/feature_importance.png": importance_png})
@@ -96,11 +130,54 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
         "auc_train": auc_tr, "auc_validation": auc_va, "auc_validation_ci_low": auc_lo, "best_iteration": art["best_iteration"],
         "train_rows": art["train_rows"], "features": len(art["features"]),
         "train_seconds": round(art["train_seconds"], 2), "execution": execution,
+        "algorithm": art.get("algorithm", "xgboost"), "selection": dg.MetadataValue.md(_selection_markdown(sel)),
+        **({"selection_stopped_by": sel["stopped_by"], "selection_seconds": round(sel["seconds"], 2)}
+           if sel["enabled"] else {}),
         **{f"remote_{k}".replace(" ", "_").lower(): v for k, v in remote.items() if isinstance(v, (str, int, float))},
         "mlflow_run_id": art["mlflow_run_id"], "mlflow_run": dg.MetadataValue.url(mlflow.run_url(art["mlflow_run_id"])),
         "feature_importance": dg.MetadataValue.md(
             plots.png_markdown(importance_png, "feature importance") + "\n\n" + md_table(imp, 30, ".3f")),
     })
+
+
+def _selection_metrics(sel: dict) -> dict:
+    """MLflow metrics of the selection: CV AUC and validation AUC/Brier of the fixed default and the chosen model."""
+    if not sel.get("enabled"):
+        return {}
+    out = {"selection_cv_auc_default": sel["default"]["cv_auc_mean"], "selection_cv_auc_best": sel["best_trial"]["cv_auc_mean"],
+           "selection_cv_auc_difference": sel["cv_difference_mean"], "selection_cv_auc_difference_se": sel["cv_difference_se"],
+           "selection_switched": float(sel["switched"]), "selection_seconds": sel["seconds"],
+           "selection_trials_complete": sel["n_complete"], "selection_trials_pruned": sel["n_pruned"]}
+    for who, v in (("default", sel["default"]["validation"]), ("chosen", sel["chosen_validation"])):
+        out[f"selection_validation_auc_{who}"], out[f"selection_validation_brier_{who}"] = v["auc"], v["brier"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(float(v))}
+
+
+def _selection_markdown(sel: dict) -> str:
+    """The chosen algorithm against the fixed default: CV AUC (mean ± std over the folds) and validation AUC/Brier."""
+    if not sel.get("enabled"):
+        return f"**Model selection skipped**: {sel['reason']}. Algorithm: xgboost (fixed params)."
+    d, b = sel["default"], sel["best_trial"]
+    rows = pd.DataFrame([
+        {"model": "fixed default (xgboost)", "CV AUC": f"{d['cv_auc_mean']:.4f} ± {d['cv_auc_std']:.4f}",
+         "validation AUC": f"{d['validation']['auc']:.4f}", "validation Brier": f"{d['validation']['brier']:.4f}"},
+        {"model": f"best trial ({b['algorithm']})", "CV AUC": f"{b['cv_auc_mean']:.4f} ± {b['cv_auc_std']:.4f}",
+         "validation AUC": f"{sel['chosen_validation']['auc']:.4f}" if sel["switched"] else "(not fitted)",
+         "validation Brier": f"{sel['chosen_validation']['brier']:.4f}" if sel["switched"] else "(not fitted)"},
+    ])
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sel["chosen_params"].items())
+    return (f"**Chosen: {sel['chosen']}** — {sel['reason']}.
+
+" + md_table(rows) +
+            f"
+
+Params: {params}
+
+Budget: {sel['n_trials']} trials (seed {sel['seed']}), cap "
+            f"{sel['timeout_seconds']}s; {sel['n_complete']} complete / {sel['n_pruned']} pruned in "
+            f"{sel['selection_seconds']:.1f}s, stopped by {sel['stopped_by']}; {sel['n_folds']} "
+            f"{'time-ordered' if sel['time_ordered'] else 'grouped'} folds on {sel['cv_rows']} of "
+            f"{sel['train_rows']} train rows.")
 
 
 class RiskCalibratorConfig(dg.Config):

@@ -1,0 +1,117 @@
+"""The speed benchmarks (benchmarks/bench_p*.py, bench_memory.py) run with --quick, print figures that parse,
+and their parity checks hold. Not timing tests: no figure is compared with a goal here."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _timing as T  # noqa: E402
+
+
+def run_quick(script: str, *extra: str, timeout: float = 900) -> tuple[str, dict]:
+    res = subprocess.run([sys.executable, str(BENCH / script), "--quick", *extra], capture_output=True, text=True,
+                         timeout=timeout, cwd=REPO)
+    assert res.returncode == 0, f"{script} --quick failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res.stdout, T.parse_output(res.stdout)
+
+
+def assert_times(figs: dict, sides: list[str]) -> None:
+    for side in sides:
+        t = figs["time"][side]
+        assert 0 < t["min"] <= t["median"], (side, t)
+        assert int(t["n"]) >= 1
+
+
+# ----------------------------------------------------------------------------------------- the helper
+def test_printed_figures_parse_back(capsys):
+    times = {"a": [2.0, 3.0, 4.0], "b": [1.0, 1.0, 2.0]}
+    T.report_times("X", times)
+    assert T.report_ratio("X", times, "a", "b", ("<=", 1.3)) == pytest.approx(3.0)
+    T.report_ratio("X", times, "b", "a", (">=", 2.0))
+    T.report_value("X", "rss", 1843.25, "MiB", ("<=", 2048.0))
+    T.report_value("X", "events", 301)
+    figs = T.parse_output(capsys.readouterr().out)
+    assert figs["time"]["a"] == {"tag": "X", "min": 2.0, "median": 3.0, "n": "3"}
+    assert figs["ratio"]["a/b"]["min"] == 2.0 and figs["ratio"]["a/b"]["median"] == 3.0
+    assert figs["ratio"]["a/b"]["met"] == "NOT met" and figs["ratio"]["b/a"]["met"] == "NOT met"
+    assert figs["value"]["rss"]["value"] == pytest.approx(1843.0) and figs["value"]["rss"]["met"] == "met"
+    assert figs["value"]["rss"]["unit"] == "MiB"
+    assert figs["value"]["events"]["value"] == 301 and "goal" not in figs["value"]["events"]
+
+
+def test_interleave_alternates_sides_and_warms_up():
+    calls = []
+    times = T.interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then A B / B A / A B
+    assert [len(v) for v in times.values()] == [3, 3] and all(t >= 0 for v in times.values() for t in v)
+
+
+def test_p3_parity_check_catches_a_wrong_value():
+    import bench_p3_features as P3
+
+    sim = T.simulate(opportunities=400, weeks=6, name="parity")
+    snaps, acts = sim.snapshots, sim.activities
+    order = ["prospecting", "qualification", "proposal", "negotiation", "commit"]
+    floor = P3.polars_floor(pl.from_pandas(snaps), pl.from_pandas(acts), order)
+    pandas = P3.pandas_version(snaps, acts, order)
+    features = [c for c in floor.columns if c not in ("opportunity_id", "snapshot_date")]
+    P3.assert_same({"floor": floor, "pandas": pandas}, features)  # the two independent versions agree
+    assert floor["activity_count_30d"].sum() > 0 and floor["close_date_slips"].max() > 0  # not trivially zero
+    bad = pandas.copy()
+    i = int(np.flatnonzero(bad["close_date_slips"].to_numpy() > 0)[0])
+    bad.loc[i, "close_date_slips"] += 1
+    with pytest.raises(AssertionError, match="close_date_slips differs on 1 rows"):
+        P3.assert_same({"floor": floor, "pandas": bad}, features)
+
+
+# ----------------------------------------------------------------------------------------- the scripts, --quick
+def test_p3_features_quick():
+    out, figs = run_quick("bench_p3_features.py")
+    assert "parity: all four sides give the same values" in out
+    assert_times(figs, ["project", "project_pandas_io", "polars_floor", "pandas"])
+    assert figs["ratio"]["project/polars_floor"]["op"] == "<="
+    assert figs["ratio"]["pandas/project"]["op"] == ">="
+
+
+@pytest.mark.slow
+def test_memory_quick():
+    _, figs = run_quick("bench_memory.py")
+    assert_times(figs, ["data", "end_to_end"])
+    v = figs["value"]
+    assert 0 < v["peak_rss_data_mib"]["value"] < v["peak_rss_end_to_end_mib"]["value"]
+
+
+@pytest.mark.slow
+def test_p5_validate_quick():
+    _, figs = run_quick("bench_p5_validate.py")
+    assert_times(figs, ["validate", "import_definitions", "import_dagster"])
+    assert {"validate/import_dagster", "import_definitions/import_dagster"} <= set(figs["ratio"])
+
+
+@pytest.mark.slow
+def test_p2_ingest_quick():
+    _, figs = run_quick("bench_p2_ingest.py")
+    assert_times(figs, ["dagster", "bare"])
+    assert figs["value"]["event_records_per_run"]["value"] > 0
+
+
+@pytest.mark.slow
+def test_p1_dagster_vs_bare_quick():
+    out, figs = run_quick("bench_p1_dagster_vs_bare.py", timeout=1800)
+    assert_times(figs, ["dagster", "bare"])
+    assert figs["value"]["event_records_per_run"]["value"] > 0
+    assert "bare registered version 1" in out
+
+
+@pytest.mark.slow
+def test_p4_scoring_quick():
+    out, figs = run_quick("bench_p4_scoring.py", timeout=1800)
+    assert_times(figs, ["score_1m", "model_only_1m", "risk_scores_dagster", "risk_scores_bare"])
+    assert "registered champion v1" in out
