@@ -5,9 +5,9 @@
     python benchmarks/bench_p1_dagster_vs_bare.py --quick    # a small tenant, small model, 1 run each (smoke)
     python benchmarks/bench_p1_dagster_vs_bare.py --code-root <other checkout>
 
-Set-up (untimed): a simulated tenant (acme's rate: 60 new opportunities a week) written as contract
-files into a temp data dir (40 weeks: the set-up ingests every week, one run each); every week ingested with ``ingest_job`` on a DagsterInstance in a temp
-DAGSTER_HOME, with the project's ``definitions.defs`` and its resources (parquet IO manager, MLflow SQLite).
+Set-up (untimed): a simulated tenant (acme's rate: 60 new opportunities a week, 40 weeks) written as contract
+files into a temp data dir; every week ingested with ``ingest_job`` (one run each) on a DagsterInstance in a
+temp DAGSTER_HOME, with the project's ``definitions.defs`` and its resources (parquet IO manager, MLflow SQLite).
 
 * ``dagster``: ``train_job`` for the latest week (re-materialized each repetition), in process;
 * ``bare``: in one process, on the same simulated rows: ``build_manifest``, ``build_training_examples``,
