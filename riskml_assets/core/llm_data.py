@@ -304,10 +304,18 @@ def template_words() -> set[str]:
 
 
 def foreign_values(own: set[str], others: Mapping[str, set[str]]) -> dict[str, set[str]]:
-    """{tenant: its free-text values that the target tenant does not have itself (and that are not template
-    words)}: any of them in the target's file would be text copied from another tenant."""
+    """{tenant: its free-text values that the target tenant's own text cannot explain}: any of them in the target's
+    file would be text copied from another tenant. Left out: the target's own values, values inside one of them
+    (``review`` when the tenant has a stage ``Negotiation & Review``), and values made only of template words and
+    numbers (``30 days``), which the templates write for every tenant."""
     words = template_words()
-    return {t: {v for v in vals - own if v not in words} for t, vals in others.items()}
+    own_joined = "\n".join(sorted(own))
+
+    def explained(v: str) -> bool:
+        toks = tokens(v)
+        return v in own or v in own_joined or all(t in words or _is_number(t) for t in toks)
+
+    return {t: {v for v in vals if not explained(v)} for t, vals in others.items()}
 
 
 def validate_files(paths: Mapping[str, Path], index: pd.DataFrame, rows: pd.DataFrame,

@@ -116,26 +116,55 @@ def predict_pooled(artifact: dict, df: pd.DataFrame, tenant: str, calibrator: di
     return apply_calibrator(calibrator, p) if calibrator is not None else p
 
 
+CALIBRATION_CANDIDATES = ("none", "platt", "isotonic")
+
+
+def grouped_oof_brier(p_raw: np.ndarray, y: np.ndarray, groups, methods=CALIBRATION_CANDIDATES, n_folds: int = 5,
+                      seed: int = 0) -> dict[str, float]:
+    """Out-of-fold Brier of each calibration method on these rows, folds grouped by opportunity (the snapshots
+    of one opportunity share its outcome: row-level folds let isotonic regression memorise it and look better
+    than it is). ``none`` is the raw scores' Brier. Methods that cannot be fit (isotonic on fewer than
+    ``calibration.ISOTONIC_MIN_ROWS`` rows) are left out."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from .calibration import ISOTONIC_MIN_ROWS, fit_calibrator
+
+    p, y = np.asarray(p_raw, float), np.asarray(y, int)
+    g = np.asarray(groups if groups is not None else np.arange(len(y)))
+    out = {"none": float(np.mean((p - y) ** 2))} if "none" in methods else {}
+    n_groups = len(np.unique(g))
+    folds = min(n_folds, n_groups, int(y.sum()), int(len(y) - y.sum()))
+    if folds < 2:
+        return out
+    for method in methods:
+        if method == "none" or (method == "isotonic" and len(y) < ISOTONIC_MIN_ROWS):
+            continue
+        pred = np.empty(len(y))
+        for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(p.reshape(-1, 1), y, g):
+            cal, _ = fit_calibrator(p[tr], y[tr], method=method, seed=seed)
+            pred[te] = cal.predict(p[te])
+        out[method] = float(np.mean((np.clip(pred, 1e-3, 1 - 1e-3) - y) ** 2))
+    return out
+
+
 def calibrate_for_tenant(p_raw_val: np.ndarray, y_val: np.ndarray, method: str = "auto", seed: int = 0,
                          groups=None) -> dict:
     """The target tenant's calibrator, fit on its own validation rows (``evaluation.fit_risk_calibrator``).
 
-    With ``method="auto"`` the identity is a candidate too: the pooled model is trained with the tenant as a
-    feature (its raw scores are often calibrated already), and a Platt/isotonic map fit on a small tenant's few
-    hundred validation rows can add more noise than it removes. The calibrated map is kept only when its
-    out-of-fold Brier on those rows is lower than the raw scores' Brier; else ``method`` becomes ``none``
-    (the reason is in ``selection["pooled_choice"]``)."""
-    cal = fit_risk_calibrator(p_raw_val, y_val, method=method, seed=seed, groups=groups)
-    if method != "auto" or cal["method"] == "none":
-        return cal
-    raw, cv = cal["validation"]["brier_raw"], cal["validation"]["brier_cv"]
-    if raw <= cv:
-        cal = fit_risk_calibrator(p_raw_val, y_val, method="none", seed=seed, groups=groups)
-        cal["selection"]["pooled_choice"] = (f"identity kept: raw Brier {raw:.4f} <= out-of-fold Brier {cv:.4f} of "
-                                             f"the auto-chosen calibrator on {len(y_val)} validation rows")
-    else:
-        cal["selection"]["pooled_choice"] = (f"{cal['method']} kept: out-of-fold Brier {cv:.4f} < raw Brier {raw:.4f} "
-                                             f"on {len(y_val)} validation rows")
+    With ``method="auto"`` the identity, Platt and isotonic compete by their out-of-fold Brier on those rows with
+    folds grouped by opportunity (``grouped_oof_brier``); the lowest wins (the identity on a tie) and is refit on
+    all rows. The pooled model is trained with the tenant as a feature, so its raw scores are often calibrated
+    already, and a map fit on a small tenant's validation rows can add more noise than it removes. The scores
+    and the choice are in ``selection["pooled_choice"]`` and ``selection["grouped_oof_brier"]``."""
+    if method != "auto":
+        return fit_risk_calibrator(p_raw_val, y_val, method=method, seed=seed, groups=groups)
+    scores = grouped_oof_brier(p_raw_val, y_val, groups, seed=seed)
+    chosen = min(scores, key=lambda m: (scores[m], CALIBRATION_CANDIDATES.index(m)))
+    cal = fit_risk_calibrator(p_raw_val, y_val, method=chosen, seed=seed, groups=groups)
+    cal["selection"]["grouped_oof_brier"] = scores
+    cal["selection"]["pooled_choice"] = (
+        f"{'identity' if chosen == 'none' else chosen} kept: lowest out-of-fold Brier (folds grouped by opportunity) "
+        f"on {len(y_val)} validation rows: " + ", ".join(f"{m} {v:.4f}" for m, v in scores.items()))
     return cal
 
 

@@ -199,6 +199,10 @@ def test_text_values_and_foreign_values():
     va, vb = L.text_values([a]), L.text_values([b])
     assert va == {"ann lee", "bob", "proposal"}  # numbers, 1-char values and file names are not free text
     assert L.foreign_values(va, {"b": vb}) == {"b": {"zed q"}}  # own values and template words ("risk") excluded
+    # inside an own value, or only template words and numbers: the tenant's own text explains it
+    own = {"negotiation & review", "ann lee"}
+    other = {"review", "lee", "30 days", "risk score", "zed q", "ann"}
+    assert L.foreign_values(own, {"b": other}) == {"b": {"zed q"}}
 
 
 def test_per_opportunity_latest_keeps_one_example_each(tenants, manifest):

@@ -129,23 +129,34 @@ def test_parse_pooled_refuses_a_non_boolean_naming_the_file(value):
         pooled.parse_pooled({"pooled": value}, where="config/tenants/acme.yaml")
 
 
-def test_tenant_calibration_keeps_the_identity_unless_a_map_helps_out_of_fold():
-    for seed in range(6):  # already calibrated scores: the rule decides by the out-of-fold Brier, both ways
+def test_tenant_calibration_picks_the_lowest_grouped_out_of_fold_brier():
+    for seed in range(4):  # already calibrated scores: identity, Platt and isotonic compete; the lowest wins
         rng = np.random.default_rng(seed)
-        p = rng.uniform(0.05, 0.95, 300)
-        y = (rng.uniform(size=300) < p).astype(int)
-        auto = evaluation.fit_risk_calibrator(p, y)
-        cal = pooled.calibrate_for_tenant(p, y)
-        raw, cv = auto["validation"]["brier_raw"], auto["validation"]["brier_cv"]
-        assert cal["method"] == ("none" if raw <= cv else auto["method"]), (seed, raw, cv)
-        if cal["method"] == "none":
-            assert "identity kept" in cal["selection"]["pooled_choice"]
-            assert np.allclose(evaluation.apply_calibrator(cal, p), np.clip(p, 1e-3, 1 - 1e-3))
-    rng = np.random.default_rng(0)
-    p = rng.uniform(0.05, 0.95, 300)
-    y = (rng.uniform(size=300) < p).astype(int)
-    assert pooled.calibrate_for_tenant(p, y)["method"] == "none"  # seed 0: identity wins (0.1684 vs 0.1687)
-    cal = pooled.calibrate_for_tenant(p ** 3, y)  # far too confident that deals are won: a map must help
-    assert cal["method"] in ("platt", "isotonic") and "kept: out-of-fold" in cal["selection"]["pooled_choice"]
-    assert cal["validation"]["brier_cv"] < cal["validation"]["brier_raw"] - 0.01
+        p = rng.uniform(0.05, 0.95, 600)
+        y = (rng.uniform(size=600) < p).astype(int)
+        cal = pooled.calibrate_for_tenant(p, y, groups=np.arange(600))
+        scores = cal["selection"]["grouped_oof_brier"]
+        assert set(scores) == {"none", "platt", "isotonic"} and scores["none"] == pytest.approx(np.mean((p - y) ** 2))
+        assert cal["method"] == min(scores, key=scores.get), scores
+    cal = pooled.calibrate_for_tenant(p ** 3, y, groups=np.arange(600))  # far too confident of wins: a map helps
+    assert cal["method"] in ("platt", "isotonic") and "kept: lowest out-of-fold Brier" in cal["selection"]["pooled_choice"]
+    assert min(cal["selection"]["grouped_oof_brier"].values()) < cal["selection"]["grouped_oof_brier"]["none"] - 0.01
     assert pooled.calibrate_for_tenant(p, y, "platt")["method"] == "platt"  # an explicit method is obeyed
+
+
+def test_grouped_folds_keep_isotonic_from_memorising_an_opportunitys_outcome():
+    # 120 opportunities x 8 snapshots; the raw score is the true probability plus a little per-snapshot noise
+    rng = np.random.default_rng(0)
+    p_true = rng.uniform(0.1, 0.9, 120)
+    won_lost = (rng.uniform(size=120) < p_true).astype(int)
+    groups = np.repeat(np.arange(120), 8)
+    p = np.clip(np.repeat(p_true, 8) + rng.normal(0, 0.01, 960), 0.01, 0.99)
+    y = np.repeat(won_lost, 8)
+    honest = float(np.mean(np.repeat(p_true * (1 - p_true), 8)))  # what any calibration can expect here
+    row_folds = M.brier(y, evaluation.oof_calibrated(p, y, "isotonic"))
+    grouped = pooled.grouped_oof_brier(p, y, groups)
+    # row folds: snapshots of the same opportunity sit next to each other and give the outcome away (0.173 here)
+    assert row_folds < honest - 0.01
+    assert grouped["isotonic"] > row_folds + 0.01 and grouped["isotonic"] > grouped["none"]  # grouped: 0.191
+    cal = pooled.calibrate_for_tenant(p, y, groups=groups)
+    assert cal["method"] != "isotonic"
