@@ -175,8 +175,9 @@ def target_weeks(incoming: Path, tenants=None, today: dt.date | None = None) -> 
 
 def run_partitions(instance, job_name: str, pairs: list[tuple[str, str]], verb: str = "ran",
                    title: str | None = None, launcher=None) -> int:
-    """One backfill of a partitioned job over the (tenant, week) pairs: one run per tenant-week, executed in this
-    process, each recorded as a run of the job in the code location ``riskml`` and listed under the backfill."""
+    """One backfill of a partitioned job over the (tenant, week) pairs, executed in this process, each run recorded as
+    a run of the job in the code location ``riskml`` and listed under the backfill: one run per tenant-week, or for
+    ``ingest_job`` (single-run backfill policy) one run per tenant and range of consecutive weeks."""
     from .launch import Launcher
     from .partitions import partition_key
 
@@ -206,7 +207,7 @@ def run_partitions(instance, job_name: str, pairs: list[tuple[str, str]], verb: 
 def ingest_history(instance, tenants: dict[str, list[str]], force: bool = False, until: dict[str, str] | None = None,
                    launcher=None) -> int:
     """Materialize the ingestion assets of every tenant-week that has files and no materialization yet: one
-    backfill of ``ingest_job`` (one run per tenant-week, in this process)."""
+    backfill of ``ingest_job`` (one run per tenant and range of consecutive weeks, in this process)."""
     import dagster as dg
 
     from .partitions import partition_key
@@ -389,7 +390,7 @@ def cmd_run(args) -> int:
     all_targets = target_weeks(incoming, list(weeks))
     targets = {t: w for t, w in all_targets.items() if w}
     skipped = sorted(t for t, w in all_targets.items() if not w)
-    print("ingesting history (one backfill: one run per tenant-week that has files) ...")
+    print("ingesting history (one backfill: one run per tenant over its weeks that have files) ...")
     from .launch import Launcher
     from .partitions import partition_key
     from .recovery import SlotWatchdog

@@ -16,13 +16,14 @@ from typing import Any, Optional
 
 import dagster as dg
 import pandas as pd
-from .core.lazy import lazy_module
-
-pl = lazy_module("polars")  # imported on first use (code location load time)
 from pydantic import Field
-from upath import UPath
 
 from .core.contract import ContractError, validate_tenant
+from .core.lazy import lazy_attr, lazy_module
+
+# imported on first use, not when the code location loads (upath scans every entry point on import)
+pl = lazy_module("polars")
+UPath = lazy_attr("upath", "UPath")
 
 PARQUET, JSON = ".parquet", ".json"
 
@@ -173,7 +174,7 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         if stored is None or pq.name in stored:
             try:
                 with pq.open("rb") as fh:
-                    want_polars = _wants(context, pl.DataFrame)
+                    want_polars = _wants(context, pl.DataFrame) or _wants_polars_by_metadata(context)
                     return pl.read_parquet(fh) if want_polars else pd.read_parquet(fh)
             except FileNotFoundError:
                 pass
@@ -192,6 +193,12 @@ def missing_partitions_message(asset: str, missing: list, total: int) -> str:
     return (f"input {asset}: {len(keys)} of {total} partitions of the window are not materialized ({span}) and "
             f"were skipped; normal for a lookback window that reaches before the tenant's history or over weeks "
             f"without files (allow_missing_partitions); {total - len(keys)} loaded")
+
+
+def _wants_polars_by_metadata(context) -> bool:
+    """An input declared with ``metadata={"frame_type": "polars"}`` reads parquet as polars (for windowed inputs,
+    whose values arrive as {partition: frame} and cannot carry a frame type annotation)."""
+    return isinstance(context, dg.InputContext) and (context.definition_metadata or {}).get("frame_type") == "polars"
 
 
 def _wants(context, typ) -> bool:

@@ -43,8 +43,33 @@ def code_location() -> tuple[str, str]:
 @dataclass
 class Outcome:
     run_id: str
-    partition: str | None
+    partition: str | None  # the run's partition, or "first...last" for a run over a range of weeks
     success: bool
+    partitions: tuple[str, ...] = ()  # every tenant-week of the run
+
+    def __post_init__(self):
+        if not self.partitions and self.partition is not None:
+            self.partitions = (self.partition,)
+
+
+def week_ranges(partition_keys: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+    """``tenant|week`` keys grouped into runs of consecutive weeks of one tenant: [(first, last, keys)].
+
+    A range of a tenant x week partitions definition is the product of the two dimensions' ranges, so a run
+    over ``acme|W1...acme|W9`` covers every week between; a gap (a week without files) starts a new range."""
+    import datetime as dt
+
+    out: list[tuple[str, str, list[str]]] = []
+    for key in sorted(dict.fromkeys(partition_keys), key=lambda k: tuple(k.split("|", 1))):
+        tenant, week = key.split("|", 1)
+        if out:
+            first, last, keys = out[-1]
+            t_last, w_last = last.split("|", 1)
+            if t_last == tenant and dt.date.fromisoformat(week) - dt.date.fromisoformat(w_last) == dt.timedelta(days=7):
+                out[-1] = (first, key, keys + [key])
+                continue
+        out.append((key, key, [key]))
+    return out
 
 
 class Launcher:
@@ -145,10 +170,41 @@ class Launcher:
         run = self.create_run(job_name, partition_key, tags, run_config)
         return Outcome(run.run_id, partition_key, self.execute(run))
 
+    def single_run(self, job_name: str) -> bool:
+        """Whether the job's assets ask for one run per range of partitions (``BackfillPolicy.single_run()``)."""
+        policy = self._recon_job(job_name).get_definition().backfill_policy
+        return policy is not None and policy.max_partitions_per_run is None
+
+    def run_range(self, job_name: str, first: str, last: str, keys: Sequence[str], tags: dict | None = None,
+                  run_config: dict | None = None) -> Outcome:
+        """One run over the partitions ``first``..``last`` (tags ``dagster/asset_partition_range_start/end``, as
+        a single-run backfill of the daemon launches it); a single key is an ordinary partitioned run."""
+        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+        if first == last:
+            return self.run(job_name, first, tags, run_config)
+        from dagster._core.definitions.partitions.context import partition_loading_context
+
+        remote, recon = self.remote_job(job_name), self._recon_job(job_name)
+        job_def = recon.get_definition()
+        with partition_loading_context(dynamic_partitions_store=self.instance) as ctx:
+            for key in (first, last):
+                job_def.validate_partition_key(key, selected_asset_keys=None, context=ctx)
+        run_tags = {**(remote.tags or {}), ASSET_PARTITION_RANGE_START_TAG: first,
+                    ASSET_PARTITION_RANGE_END_TAG: last, **(tags or {})}
+        run = self.instance.create_run_for_job(
+            job_def=job_def, run_config=run_config if run_config is not None else QUIET, tags=run_tags,
+            remote_job_origin=remote.get_remote_origin(), job_code_origin=remote.get_python_origin())
+        return Outcome(run.run_id, f"{first}...{last}", self.execute(run), tuple(keys))
+
     def backfill(self, job_name: str, partition_keys: Sequence[str], title: str | None = None,
                  progress: Callable[[int, int, Outcome], None] | None = None) -> tuple[str, list[Outcome]]:
-        """One backfill of ``job_name`` over ``partition_keys`` (one run per partition, oldest first, in this
-        process), recorded as a ``PartitionBackfill`` whose runs the UI lists under it. Returns (id, outcomes)."""
+        """One backfill of ``job_name`` over ``partition_keys``, executed in this process and recorded as a
+        ``PartitionBackfill`` whose runs the UI lists under it. Returns (id, outcomes).
+
+        A job whose assets have a single-run backfill policy (``ingest_job``) gets one run per tenant and range of
+        consecutive weeks (``week_ranges``); any other job one run per partition, oldest first. ``progress`` is
+        called after each run with (partitions done, partitions in all, outcome)."""
         from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
         from dagster._core.storage.tags import PARTITION_SET_TAG
         from dagster._core.utils import make_new_backfill_id
@@ -161,12 +217,16 @@ class Launcher:
         tags = {**dg.DagsterRun.tags_for_backfill_id(backfill_id)}
         if pset is not None:
             tags[PARTITION_SET_TAG] = pset.name
+        groups = (week_ranges(partition_keys) if self.single_run(job_name)
+                  else [(pk, pk, [pk]) for pk in partition_keys])
         try:
-            for i, pk in enumerate(partition_keys, 1):
-                out = self.run(job_name, pk, tags=tags)
+            done = 0
+            for first, last, keys in groups:
+                out = self.run_range(job_name, first, last, keys, tags=tags)
                 outcomes.append(out)
+                done += len(keys)
                 if progress:
-                    progress(i, len(partition_keys), out)
+                    progress(done, len(partition_keys), out)
             status = (BulkActionStatus.COMPLETED_SUCCESS if all(o.success for o in outcomes)
                       else BulkActionStatus.COMPLETED_FAILED)
         finally:
@@ -175,7 +235,7 @@ class Launcher:
                 backfill_timestamp=started, title=title,
                 partition_set_origin=pset.get_remote_origin() if pset is not None else None,
                 partition_names=list(partition_keys),
-                last_submitted_partition_name=outcomes[-1].partition if outcomes else None,
+                last_submitted_partition_name=outcomes[-1].partitions[-1] if outcomes else None,
                 failure_count=sum(1 for o in outcomes if not o.success),
                 backfill_end_timestamp=time.time()))
         return backfill_id, outcomes

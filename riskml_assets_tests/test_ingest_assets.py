@@ -163,3 +163,57 @@ def test_a_hostile_tenant_partition_key_is_refused_before_any_path_is_built(plat
     assert not (platform.root / "evil").exists() and not (platform.root / "quarantine" / "evil").exists()
     assert not (platform.root / "assets" / "evil").exists()
     assert not list(platform.root.parent.glob("evil*"))
+
+
+# --------------------------------------------------------------------------- issue 11 item 4: a history in one run
+
+
+def test_a_history_run_keeps_per_week_frames_quarantine_and_gate_results(platform):
+    """One run over a range of weeks (single-run backfill policy): each week is stored, quarantined and gated on its
+    own; a week whose only snapshots file is unreadable fails its own gates (and the run), the others pass."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from riskml_assets.checks import partition_checks
+
+    sim = simulator.simulate_tenant(simulator.TenantSpec("rangeco", 12.0, 21), weeks=3)
+    files = simulator.write_tenant(sim, platform.incoming, platform.oracle)
+    snaps = sorted(p for p in files if p.name.startswith("snapshots-"))
+    weeks = platform.weeks("rangeco")
+    assert len(weeks) == 3 and len(snaps) >= 3
+    first = pd.read_parquet(snaps[0])
+    bad = first.head(1).astype({"probability": object})
+    bad["opportunity_id"], bad["probability"] = "bad-1", 150.0  # one row out of range in the first week
+    pd.concat([first, bad], ignore_index=True).to_parquet(snaps[0])
+    snaps[-1].write_bytes(b"PAR1 not parquet")                   # the last week: nothing readable
+    platform.add_tenant("rangeco")
+    res = platform.defs.resolve_job_def("ingest_job").execute_in_process(
+        instance=platform.instance, raise_on_error=False,
+        tags={ASSET_PARTITION_RANGE_START_TAG: f"rangeco|{weeks[0]}", ASSET_PARTITION_RANGE_END_TAG: f"rangeco|{weeks[-1]}"},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    assert not res.success  # the last week's blocking gate failed
+    mats = {(e.asset_key.to_user_string(), e.partition) for e in res.get_asset_materialization_events()}
+    assert {("risk_snapshots", f"rangeco|{w}") for w in weeks} <= mats
+    # frames per week: the first keeps every valid row and quarantines the bad one; the last is empty
+    w0 = platform.load("risk_snapshots", "rangeco", weeks[0])
+    assert len(w0) == len(first) and "bad-1" not in set(w0["opportunity_id"])
+    assert len(platform.load("risk_snapshots", "rangeco", weeks[1])) > 0
+    assert len(platform.load("risk_snapshots", "rangeco", weeks[-1])) == 0
+    q0 = pd.read_parquet(platform.root / "quarantine" / "snapshots" / "rangeco" / f"{weeks[0]}.parquet")
+    assert q0["raw"].str.contains("bad-1").tolist() == [True]
+    q2 = pd.read_parquet(platform.root / "quarantine" / "snapshots" / "rangeco" / f"{weeks[-1]}.parquet")
+    assert q2["reason_code"].tolist() == ["unreadable_file"] and snaps[-1].name in q2["source_file"][0]
+    assert not (platform.root / "quarantine" / "snapshots" / "rangeco" / f"{weeks[1]}.parquet").exists()
+    # gate results per week, stored with the week's own partition key
+    keys = [dg.AssetCheckKey(dg.AssetKey("risk_snapshots"), n)
+            for n in ("risk_snapshots_files_readable", "risk_snapshots_not_empty", "risk_snapshots_schema")]
+    status = {w: {k.name: r.status for k, r in partition_checks(platform.instance, keys, f"rangeco|{w}").items()}
+              for w in weeks}
+    assert status[weeks[0]] == status[weeks[1]] == {k.name: "SUCCEEDED" for k in keys}
+    assert status[weeks[-1]]["risk_snapshots_files_readable"] == "FAILED"
+    assert status[weeks[-1]]["risk_snapshots_not_empty"] == "FAILED"
+    readable = partition_checks(platform.instance, keys[:1], f"rangeco|{weeks[-1]}")[keys[0]]
+    assert snaps[-1].name in readable.evaluation.description
+    # per-week materialization metadata (rows read), not one copy for the whole range
+    rows = {e.partition: e.materialization.metadata["rows_read"].value for e in res.get_asset_materialization_events()
+            if e.asset_key == dg.AssetKey("risk_snapshots")}
+    assert rows[f"rangeco|{weeks[0]}"] == len(first) + 1 and rows[f"rangeco|{weeks[1]}"] != rows[f"rangeco|{weeks[0]}"]

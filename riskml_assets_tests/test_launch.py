@@ -48,8 +48,20 @@ def test_ingest_history_is_one_backfill_of_runs_listed_under_ingest_job(user_dir
     assert len(weeks) >= 2
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs(dg.RunsFilter(job_name="ingest_job"))
-        assert len(runs) == len(weeks)
-        assert sorted(r.tags["dagster/partition"] for r in runs) == [f"tiny|{w}" for w in weeks]
+        # the tenant's history is ONE run over its range of weeks (single-run backfill policy)
+        [run] = runs
+        assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == \
+            (f"tiny|{weeks[0]}", f"tiny|{weeks[-1]}")
+        # ... and yet every week is its own materialization and keeps its own gate results, from that run
+        for asset in ("risk_snapshots", "opportunity_outcomes", "activity_events"):
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {f"tiny|{w}" for w in weeks}
+        from riskml_assets.checks import partition_checks
+
+        key = dg.AssetCheckKey(dg.AssetKey("risk_snapshots"), "risk_snapshots_not_empty")
+        for w in weeks:
+            [res] = partition_checks(instance, [key], f"tiny|{w}").values()
+            assert (res.status, res.run_id, res.evaluation.partition) == ("SUCCEEDED", run.run_id, f"tiny|{w}")
+            assert res.evaluation.metadata["value"].value > 0
         for r in runs:  # the code location's origin, as runs launched from the UI have
             assert r.remote_job_origin is not None
             assert r.remote_job_origin.location_name == "riskml"
@@ -84,7 +96,7 @@ def test_ingest_history_is_one_backfill_of_runs_listed_under_ingest_job(user_dir
     # nothing left to ingest: a second call starts no run and no backfill
     assert cli.main(["ingest-history"]) == 0
     with dg.DagsterInstance.get() as instance:
-        assert len(instance.get_runs(dg.RunsFilter(job_name="ingest_job"))) == len(weeks) + 1
+        assert len(instance.get_runs(dg.RunsFilter(job_name="ingest_job"))) == 2  # the history run + the old-way run
         assert len(instance.get_backfills()) == 1
 
 

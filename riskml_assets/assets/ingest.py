@@ -22,7 +22,7 @@ from ..core.contract import ContractError, parse_incoming_name, validate_tenant,
 from ..core.watch import entry_refusal
 from ..partitions import PARTITIONS_START, split_key, tenant_week
 from ..resources import RiskmlSettings
-from .common import OWNERS, frame_metadata, md_table
+from .common import OWNERS, frame_metadata, md_cell, md_table
 
 INGEST_ASSETS = {
     # kind: (asset name, description, gates)
@@ -70,6 +70,86 @@ def _write_quarantine(settings: RiskmlSettings, kind: str, tenant: str, week: st
     return path
 
 
+def _ingest_week(context, riskml: RiskmlSettings, kind: str, tenant: str, week: str):
+    """Validate one tenant-week of ``kind``: (valid frame, gate results, materialization metadata).
+
+    ContractError when the week has files and none of them can be read (after writing its quarantine)."""
+    name, _, gates = INGEST_ASSETS[kind]
+    incoming = riskml.tenant_dir(tenant)
+    files = week_files(incoming, kind, week)
+    context.log.info(f"{name}: {len(files)} {kind} file(s) for tenant {tenant}, week {week}: "
+                     f"{[f.name for f in files]}")
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    try:
+        res = core_ingest.ingest_week(kind, files, tenant=tenant, now=now, week=week, first_week=PARTITIONS_START)
+    except ContractError as exc:  # files, but none readable (or a file of another kind): nothing to ingest
+        bad = core_ingest.unreadable_records(kind, tenant, [(",".join(f.name for f in files), str(exc))])
+        _write_quarantine(riskml, kind, tenant, week, bad)
+        raise
+    valid, q, stats = res.valid, res.quarantine, res.stats
+    qpath = _write_quarantine(riskml, kind, tenant, week, q)
+    unreadable = stats.get("unreadable_files", [])
+    for u in unreadable:
+        context.log.error(f"{name}: unreadable file {u['source_file']} skipped (the other files are ingested): "
+                          f"{u['reason']}")
+    rows_read = max(int(stats.get("rows_read", 0)), 1)
+    values = {
+        f"{name}_schema": stats.get("rows_quarantined", 0) / rows_read,
+        f"{name}_files_readable": len(unreadable),
+    }
+    if f"{name}_duplicate_keys" in gates:
+        values[f"{name}_duplicate_keys"] = stats.get("duplicate_keys", 0) / rows_read
+    if f"{name}_future_dates" in gates:
+        values[f"{name}_future_dates"] = int(stats.get("reasons", {}).get("future_date", 0))
+    if f"{name}_not_empty" in gates:
+        values[f"{name}_not_empty"] = int(len(valid))
+    reasons = pd.DataFrame(sorted(stats.get("reasons", {}).items()), columns=["reason", "rows"])
+    unreadable_md = dg.MetadataValue.md(md_table(pd.DataFrame(unreadable, columns=["source_file", "reason"])))
+    checks = gate_results(riskml.gates(), values, log=context.log,
+                          extra={f"{name}_schema": {"reasons": dg.MetadataValue.md(md_table(reasons))},
+                                 f"{name}_files_readable": {"unreadable_files": unreadable_md}})
+    if len(q):
+        context.log.warning(f"{name}: {len(q)} row(s) quarantined to {qpath}: "
+                            f"{dict(stats.get('reasons', {}))}")
+    metadata = {
+        **frame_metadata(valid),
+        "files": dg.MetadataValue.json([f.name for f in files]),
+        "rows_read": int(stats.get("rows_read", 0)),
+        "rows_quarantined": int(stats.get("rows_quarantined", 0)),
+        "unreadable_files": unreadable_md,
+        "quarantine_reasons": dg.MetadataValue.md(md_table(reasons)),
+        "preview": dg.MetadataValue.md(md_table(valid.head(5))),
+    }
+    if stats.get("rows_other_weeks"):
+        metadata["rows_other_weeks"] = dg.MetadataValue.json(stats["rows_other_weeks"])
+    if qpath:
+        metadata["quarantine_path"] = dg.MetadataValue.path(str(qpath))
+        metadata["quarantine_preview"] = dg.MetadataValue.md(md_table(q[["source_file", "row_number", "reason"]].head(10)))
+    return valid, checks, metadata
+
+
+def _unreadable_week(riskml: RiskmlSettings, kind: str, exc: ContractError):
+    """A week of a history run whose files are all unreadable: an empty frame and failed gates (quarantine written)."""
+    name, _, gates = INGEST_ASSETS[kind]
+    values = {f"{name}_schema": 0.0, f"{name}_files_readable": 1}
+    if f"{name}_not_empty" in gates:
+        values[f"{name}_not_empty"] = 0
+    checks = gate_results(riskml.gates(), values,
+                          extra={f"{name}_files_readable": {"unreadable_files": dg.MetadataValue.md(md_cell(str(exc)))}})
+    checks = [c._replace(description=f"{c.description} — {exc}") if not c.passed else c for c in checks]
+    valid = core_ingest.empty_frame(kind)
+    return valid, checks, {**frame_metadata(valid), "rows_read": 0, "rows_quarantined": 0,
+                           "error": dg.MetadataValue.text(str(exc))}
+
+
+def _evaluation(name: str, key: str, res: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+    """A gate result stored with its own tenant-week (in a run over several partitions Dagster would store an
+    ``AssetCheckResult`` without any partition: it takes the partition from a single-partition step only)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(name), check_name=res.check_name, passed=res.passed, metadata=res.metadata,
+        severity=res.severity, description=res.description, blocking=True, partition=key)
+
+
 def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
     name, description, gates = INGEST_ASSETS[kind]
 
@@ -77,61 +157,38 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
         name=name, description=description, partitions_def=tenant_week, group_name="ingest",
         kinds={"parquet", "pandas"}, owners=OWNERS, tags={"domain": "risk", "layer": "bronze"},
         check_specs=gate_specs(name, gates), code_version="1",
+        # a tenant's history is one run (a range of weeks); each week keeps its own frame, quarantine,
+        # materialization metadata and gate results (stored with the week's partition key)
+        backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def _ingest(context: dg.AssetExecutionContext, riskml: RiskmlSettings):
-        tenant, week = split_key(context)
-        incoming = riskml.tenant_dir(tenant)
-        files = week_files(incoming, kind, week)
-        context.log.info(f"{name}: {len(files)} {kind} file(s) for tenant {tenant}, week {week}: "
-                         f"{[f.name for f in files]}")
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        try:
-            res = core_ingest.ingest_week(kind, files, tenant=tenant, now=now, week=week, first_week=PARTITIONS_START)
-        except ContractError as exc:  # files, but none readable (or a file of another kind): nothing to ingest
-            bad = core_ingest.unreadable_records(kind, tenant, [(",".join(f.name for f in files), str(exc))])
-            _write_quarantine(riskml, kind, tenant, week, bad)
-            raise dg.Failure(description=f"{name} {tenant}|{week}: {exc}",
-                             metadata={"incoming_dir": str(incoming)}) from exc
-        valid, q, stats = res.valid, res.quarantine, res.stats
-        qpath = _write_quarantine(riskml, kind, tenant, week, q)
-        unreadable = stats.get("unreadable_files", [])
-        for u in unreadable:
-            context.log.error(f"{name}: unreadable file {u['source_file']} skipped (the other files are ingested): "
-                              f"{u['reason']}")
-        rows_read = max(int(stats.get("rows_read", 0)), 1)
-        values = {
-            f"{name}_schema": stats.get("rows_quarantined", 0) / rows_read,
-            f"{name}_files_readable": len(unreadable),
-        }
-        if f"{name}_duplicate_keys" in gates:
-            values[f"{name}_duplicate_keys"] = stats.get("duplicate_keys", 0) / rows_read
-        if f"{name}_future_dates" in gates:
-            values[f"{name}_future_dates"] = int(stats.get("reasons", {}).get("future_date", 0))
-        if f"{name}_not_empty" in gates:
-            values[f"{name}_not_empty"] = int(len(valid))
-        reasons = pd.DataFrame(sorted(stats.get("reasons", {}).items()), columns=["reason", "rows"])
-        unreadable_md = dg.MetadataValue.md(md_table(pd.DataFrame(unreadable, columns=["source_file", "reason"])))
-        checks = gate_results(riskml.gates(), values, log=context.log,
-                              extra={f"{name}_schema": {"reasons": dg.MetadataValue.md(md_table(reasons))},
-                                     f"{name}_files_readable": {"unreadable_files": unreadable_md}})
-        if len(q):
-            context.log.warning(f"{name}: {len(q)} row(s) quarantined to {qpath}: "
-                                f"{dict(stats.get('reasons', {}))}")
-        metadata = {
-            **frame_metadata(valid),
-            "files": dg.MetadataValue.json([f.name for f in files]),
-            "rows_read": int(stats.get("rows_read", 0)),
-            "rows_quarantined": int(stats.get("rows_quarantined", 0)),
-            "unreadable_files": unreadable_md,
-            "quarantine_reasons": dg.MetadataValue.md(md_table(reasons)),
-            "preview": dg.MetadataValue.md(md_table(valid.head(5))),
-        }
-        if stats.get("rows_other_weeks"):
-            metadata["rows_other_weeks"] = dg.MetadataValue.json(stats["rows_other_weeks"])
-        if qpath:
-            metadata["quarantine_path"] = dg.MetadataValue.path(str(qpath))
-            metadata["quarantine_preview"] = dg.MetadataValue.md(md_table(q[["source_file", "row_number", "reason"]].head(10)))
-        return dg.MaterializeResult(value=valid, metadata=metadata, check_results=checks)
+        if context.has_partition_key:  # one tenant-week: the frame, its metadata and its gate results
+            tenant, week = split_key(context)
+            try:
+                valid, checks, metadata = _ingest_week(context, riskml, kind, tenant, week)
+            except ContractError as exc:
+                raise dg.Failure(description=f"{name} {tenant}|{week}: {exc}",
+                                 metadata={"incoming_dir": str(riskml.tenant_dir(tenant))}) from exc
+            yield dg.MaterializeResult(value=valid, metadata=metadata, check_results=checks)
+            return
+        # several tenant-weeks in one run (single-run backfill): one frame per week, written by the IO manager
+        # to the week's own path; metadata and gate results per week
+        frames, evaluations = {}, []
+        for key in context.partition_keys:
+            dims = tenant_week.get_partition_key_from_str(str(key)).keys_by_dimension
+            tenant, week = validate_tenant(dims["tenant"]), dims["week"]
+            try:
+                valid, checks, metadata = _ingest_week(context, riskml, kind, tenant, week)
+            except ContractError as exc:
+                context.log.error(f"{name} {key}: {exc}")
+                valid, checks, metadata = _unreadable_week(riskml, kind, exc)
+            frames[key] = valid
+            context.add_asset_metadata(metadata, partition_key=key)
+            evaluations += [_evaluation(name, key, c) for c in checks]
+        yield dg.Output(frames)
+        for spec in context.assets_def.check_specs:  # the checks' own outputs (what an AssetCheckResult yields)
+            yield dg.Output(None, output_name=spec.get_python_identifier())
+        yield from evaluations  # a failed ERROR gate of any week fails the step after every week is stored
 
     return _ingest
 
