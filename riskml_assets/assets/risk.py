@@ -15,7 +15,8 @@ from ..core import plots
 from ..core.evaluation import apply_calibrator, evaluate_risk, fit_risk_calibrator, report_markdown
 from ..core.features import LABEL
 from ..core.ablation import ablation_markdown, choose_variant, run_ablation
-from ..core.training import SelectionSettings, XGBParams, predict_raw, select_and_train, train_xgb_classifier
+from ..core.training import (RISK_ALGORITHMS, SelectionSettings, XGBParams, predict_raw, select_and_train,
+                             train_xgb_classifier)
 from ..compute import AzureMLPipesResource, DaskResource, train_on_azureml
 from ..core.distributed import choose_execution, train_xgb_classifier_dask
 from ..partitions import split_key, tenant_week
@@ -49,8 +50,9 @@ class RiskModelConfig(dg.Config):
         True, description="Choose the algorithm (XGBoost, LightGBM, random forest) and its params by grouped, "
                           "time-ordered cross-validation (Optuna) against the fixed XGBoost params above; switch only "
                           "when the CV AUC gain exceeds its fold standard error. Off = the fixed XGBoost params.")
-    selection_candidates: list[Literal["xgboost", "lightgbm", "random_forest"]] = Field(
-        ["xgboost", "lightgbm", "random_forest"], description="Algorithms the selection may choose.")
+    selection_candidates: list[str] = Field(
+        ["xgboost", "lightgbm", "random_forest"],
+        description="Algorithms the selection may choose (some of xgboost, lightgbm, random_forest).")
     selection_trials: int = Field(6, ge=1, description="Optuna trials (the bound that makes the choice "
                                                        "deterministic by seed).")
     selection_timeout_seconds: float = Field(
@@ -60,6 +62,9 @@ class RiskModelConfig(dg.Config):
     selection_folds: int = Field(3, ge=2, description="Cross-validation folds (expanding windows in closing time).")
     selection_max_rows: int = Field(4000, ge=100, description="Cross-validate on at most this many train rows "
                                                               "(whole opportunities); the final fit uses all.")
+    selection_min_opportunities: int = Field(
+        200, ge=0, description="Skip the selection (fixed XGBoost params) below this many train opportunities: the "
+                               "fold noise is then larger than any difference the selection could show.")
 
 
 @dg.asset(**_common, kinds={"xgboost", "lightgbm", "mlflow"},
@@ -83,10 +88,15 @@ def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskm
     elif execution == "azureml":  # an Azure ML job via Pipes trains with the same core function (compute.py)
         art, remote = train_on_azureml(context, azureml, balanced_train, valid, feature_manifest["features"], params)
     elif config.selection:
+        unknown = sorted(set(config.selection_candidates) - set(RISK_ALGORITHMS))
+        if unknown or not config.selection_candidates:
+            raise dg.Failure(description=f"risk_model config selection_candidates: unknown {unknown} or empty; "
+                                         f"use some of {list(RISK_ALGORITHMS)}")
         art = select_and_train(balanced_train, valid, feature_manifest["features"], params, SelectionSettings(
             candidates=tuple(config.selection_candidates), n_trials=config.selection_trials,
             timeout_seconds=config.selection_timeout_seconds, n_folds=config.selection_folds,
-            n_threads=config.n_threads, max_rows=config.selection_max_rows), log=context.log.info)
+            n_threads=config.n_threads, max_rows=config.selection_max_rows,
+            min_opportunities=config.selection_min_opportunities), log=context.log.info)
     else:
         art = train_xgb_classifier(balanced_train, valid, feature_manifest["features"], params, log=context.log.info)
     if "selection" not in art:
@@ -166,14 +176,8 @@ def _selection_markdown(sel: dict) -> str:
          "validation Brier": f"{sel['chosen_validation']['brier']:.4f}" if sel["switched"] else "(not fitted)"},
     ])
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sel["chosen_params"].items())
-    return (f"**Chosen: {sel['chosen']}** — {sel['reason']}.
-
-" + md_table(rows) +
-            f"
-
-Params: {params}
-
-Budget: {sel['n_trials']} trials (seed {sel['seed']}), cap "
+    return (f"**Chosen: {sel['chosen']}** — {sel['reason']}.\n\n" + md_table(rows) +
+            f"\n\nParams: {params}\n\nBudget: {sel['n_trials']} trials (seed {sel['seed']}), cap "
             f"{sel['timeout_seconds']}s; {sel['n_complete']} complete / {sel['n_pruned']} pruned in "
             f"{sel['selection_seconds']:.1f}s, stopped by {sel['stopped_by']}; {sel['n_folds']} "
             f"{'time-ordered' if sel['time_ordered'] else 'grouped'} folds on {sel['cv_rows']} of "

@@ -38,7 +38,7 @@ from .balancing import balance
 from .evaluation import apply_calibrator, fit_risk_calibrator
 from .features import LABEL
 from .gates import Gate
-from .training import XGBParams, predict_raw, train_xgb_classifier
+from .training import XGBParams, fit_like, predict_raw, train_xgb_classifier
 
 BASELINE = "baseline"
 DEFAULT_TOLERANCE = 0.002
@@ -107,7 +107,7 @@ def _build_train(train: pd.DataFrame, manifest: Mapping, spec, seed: int) -> tup
 def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mapping[str, dict | VariantFn] | None = None,
                  seed: int = 0, params: XGBParams | None = None, calibration: str = "auto",
                  n_boot: int = 300, log: Callable[[str], None] | None = None,
-                 keep_models: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, dict]:
+                 keep_models: bool = False, like: Mapping | None = None) -> pd.DataFrame | tuple[pd.DataFrame, dict]:
     """Train and score every variant; one row per variant (columns ``TABLE_COLUMNS``).
 
     ``splits_df`` holds real rows with a ``split`` column (train/validation/test). ``variants`` maps a name
@@ -119,6 +119,8 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
     outcome; ``metrics.grouped_bootstrap_cis``).
     ``keep_models``: also return ``{variant: {"model": artifact, "calibrator": calibrator}}`` (so a refused
     candidate can be replaced by the baseline without training it again).
+    ``like``: a trained risk artifact whose algorithm and params every variant retrains (``training.fit_like``,
+    e.g. the LightGBM or random forest the selection chose); without it, XGBoost with ``params``.
     """
     variants = dict(DEFAULT_VARIANTS if variants is None else variants)
     if BASELINE not in variants:
@@ -136,7 +138,8 @@ def run_ablation(splits_df: pd.DataFrame, manifest: Mapping, *, variants: Mappin
         tr, info = _build_train(train, manifest, spec, seed)
         if "split" in tr.columns and (tr["split"].astype(str) != "train").any():
             raise ValueError(f"variant {name!r} produced non-train rows")
-        model = train_xgb_classifier(tr, valid, manifest, params)
+        model = (fit_like(like, tr, valid, manifest) if like is not None
+                 else train_xgb_classifier(tr, valid, manifest, params))
         p_val, p_test = predict_raw(model, valid), predict_raw(model, test)
         cal = fit_risk_calibrator(p_val, y_val, method=calibration, seed=seed,
                                   groups=valid["opportunity_id"].to_numpy() if "opportunity_id" in valid.columns else None)

@@ -9,9 +9,11 @@ signature lists them: categorical features as ``string``, the others as ``double
 ``opportunity_id``, ``snapshot_date``) are ignored. Missing values are allowed (NaN / None), as at training.
 
 Feature handling is the training's (``core.training.design_matrix``): numbers as float64, categoricals with
-the categories seen in training (an unseen category is missing, never a new code). Then the booster (up to
-its best iteration) and the calibrator, through the same function ``risk_scores`` uses
-(``core.scoring.predict_calibrated``), so the output equals ``risk_scores``' ``p_lost`` for the same rows.
+the categories seen in training (an unseen category is missing, never a new code). Then the model -- whichever
+algorithm the selection chose: the XGBoost booster (up to its best iteration), the LightGBM text model or the
+random forest's node arrays, all through ``core.training.predict_raw``'s dispatch -- and the calibrator,
+through the same function ``risk_scores`` uses (``core.scoring.predict_calibrated``), so the output equals
+``risk_scores``' ``p_lost`` for the same rows.
 
 Output: a DataFrame with one column ``p_lost`` (calibrated P(lost)), in the input's row order and index.
 
@@ -33,8 +35,9 @@ except ImportError:  # pragma: no cover
 OUTPUT_COLUMN = "p_lost"
 # pyfunc artifact name -> what it holds (files written by riskml_assets.registry at registration)
 ARTIFACT_FILES = {
-    "artifact": "the training artifact without the booster (features, kinds, categories, best iteration)",
-    "booster": "the XGBoost booster as XGBoost JSON",
+    "artifact": "the training artifact without the booster (features, kinds, categories, best iteration; the "
+                "LightGBM / random-forest model itself for those algorithms)",
+    "booster": "the XGBoost booster as XGBoost JSON (xgboost artifacts only)",
     "calibrator": "the calibrator (JSON parameters); absent for an uncalibrated model",
 }
 MODEL_CODE_FILE = "riskml_risk_model.py"

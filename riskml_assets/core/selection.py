@@ -56,7 +56,7 @@ from . import metrics as M
 __all__ = [
     "TASKS", "ALGORITHMS", "DEFAULT_SPACES", "SAMPLERS", "Candidate", "Scorer", "SelectionResult",
     "TabularModel", "validate_space", "default_params", "space_grid", "make_candidate", "candidates_from_config",
-    "get_scorer", "make_folds", "select_model", "make_model", "model_from_dict",
+    "get_scorer", "make_folds", "select_model", "make_model", "model_from_dict", "cross_validate",
 ]
 
 TASKS = ("binary", "regression", "quantile", "ranking")
@@ -330,6 +330,11 @@ class XGBModel(TabularModel):
     def to_dict(self) -> dict:
         return {**self._meta(), "booster_json": self._booster.save_raw(raw_format="json").decode()}
 
+    def feature_importance(self) -> dict[str, float]:
+        """Total gain per feature (0 for unused features)."""
+        gain = self._booster.get_score(importance_type="total_gain")
+        return {c: float(gain.get(c, 0.0)) for c in (self.columns or [])}
+
     @classmethod
     def _from_dict(cls, d: dict) -> "XGBModel":
         import xgboost as xgb
@@ -420,6 +425,13 @@ class LGBMModel(TabularModel):
     def to_dict(self) -> dict:
         return {**self._meta(), "models": [b.model_to_string(num_iteration=n) for b, n in zip(self._boosters, self._best)],
                 "best_iterations": self._best}
+
+    def feature_importance(self) -> dict[str, float]:
+        """Total gain per feature up to the best iteration (summed over the models of a quantile fit)."""
+        tot = np.zeros(len(self.columns or []))
+        for b, n in zip(self._boosters, self._best):
+            tot += np.asarray(b.feature_importance(importance_type="gain", iteration=n), float)
+        return {c: float(v) for c, v in zip(self.columns or [], tot)}
 
     @classmethod
     def _from_dict(cls, d: dict) -> "LGBMModel":
@@ -519,6 +531,12 @@ class RFModel(TabularModel):
                 active = t["left"][node] >= 0
             out += t["value"][node]
         return self._finish(out / len(self._trees))
+
+    def feature_importance(self) -> dict[str, float]:
+        """Impurity decrease per feature (scikit-learn's ``feature_importances_``; needs the fitted forest)."""
+        if self._est is None:
+            raise ValueError("feature importance needs the fitted forest (not a loaded one)")
+        return {c: float(v) for c, v in zip(self.columns or [], self._est.feature_importances_)}
 
     def to_dict(self) -> dict:
         trees = self._trees if self._trees is not None else self._export()
@@ -702,6 +720,30 @@ def make_folds(groups, n_folds: int = 3, *, seed: int = 0, time_ordered: bool = 
 
 # --------------------------------------------------------------------------------------------
 # selection
+
+
+def cross_validate(X, y, folds: Sequence[tuple[np.ndarray, np.ndarray]], algorithm: str, task: str, params: Mapping,
+                   *, scorer: str | Scorer | None = None, seed: int = 0, n_threads: int = 1, sample_weight=None,
+                   qid=None, alphas: Sequence[float] | None = None, **task_opts) -> list[float]:
+    """Validation score of one configuration on each of ``folds`` (from :func:`make_folds`), fitted as in
+    :func:`select_model` (params as given, no early stopping): e.g. a fixed default on the folds of a selection."""
+    sc = get_scorer(scorer, task, alphas)
+    y = np.asarray(y)
+    w = np.asarray(sample_weight, float) if sample_weight is not None else None
+    q = np.asarray(qid) if qid is not None else None
+    if task == "quantile":
+        task_opts["alphas"] = list(alphas or ())
+    out = []
+    for tr, va in folds:
+        m = make_model(algorithm, task, dict(params), n_threads=int(n_threads), seed=int(seed), **task_opts)
+        kw = {}
+        if q is not None:
+            kw["qid"] = q[tr]
+        if w is not None:
+            kw["sample_weight"] = w[tr]
+        m.fit(_take(X, tr), y[tr], **kw)
+        out.append(float(sc.fn(y[va], m.predict(_take(X, va)), q[va] if q is not None else None)))
+    return out
 
 
 @dataclass

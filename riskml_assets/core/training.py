@@ -161,6 +161,14 @@ def predict_raw(artifact: dict, df: pd.DataFrame) -> np.ndarray:
     algorithm = artifact.get("algorithm", "xgboost")
     if algorithm in ("lightgbm", "random_forest"):
         return _predict_tabular(artifact, df)
+    if artifact.get("algorithm") == "crm_score":  # the CRM's own risk_score as a candidate champion
+        from .evaluation import crm_score_raw
+
+        return crm_score_raw(artifact, df)
+    if artifact.get("pooled_features"):  # a pooled model served for its target tenant (evaluation.pooled_candidate)
+        from .evaluation import pooled_raw
+
+        return pooled_raw(artifact, df)
     if algorithm != "xgboost":
         raise ValueError(f"unknown risk model algorithm {algorithm!r} in the artifact (known: "
                          f"{RISK_ALGORITHMS + ('crm_score',)})")
@@ -302,6 +310,7 @@ class SelectionSettings:
     min_improvement_se: float = 1.0  # switch when the mean fold difference exceeds this many standard errors
     max_rows: int | None = 4000  # cross-validate on at most this many train rows (whole opportunities, seeded)
     max_trees: int | None = 250  # upper bound of every candidate's n_estimators range in the search (None: as is)
+    min_opportunities: int = 200  # fewer train opportunities: CV too noisy to beat the default, selection skipped
 
 
 def risk_candidate_spaces(candidates: Sequence[str], max_trees: int | None) -> dict[str, dict]:
@@ -346,6 +355,15 @@ def select_and_train(train: pd.DataFrame, valid: pd.DataFrame, manifest: dict, d
     t0 = time.perf_counter()
     seed = int(default.seed)
     base = train_xgb_classifier(train, valid, manifest, default)
+    n_opp = int(train["opportunity_id"].nunique())
+    if n_opp < s.min_opportunities:
+        reason = (f"selection skipped: {n_opp} train opportunities < min_opportunities {s.min_opportunities} (fold "
+                  f"noise would hide any difference); the fixed XGBoost default")
+        if log:
+            log(f"model selection: {reason}")
+        base["selection"] = {"enabled": False, "chosen": "xgboost", "switched": False, "reason": reason,
+                             "train_opportunities": n_opp, "seconds": time.perf_counter() - t0}
+        return base
     features, kinds = model_features(train, manifest)
     categories = category_levels(train, features, kinds)
     cv_rows = _grouped_subsample(train, s.max_rows, seed)
