@@ -270,7 +270,7 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
         table, models = run_ablation(
             dataset_splits, feature_manifest["features"], seed=risk_model["params"]["seed"],
             variants={"as trained": lambda train, manifest, seed: (used, {"augment": "as trained"})},
-            params=XGBParams(**{k: v for k, v in risk_model["params"].items()}), keep_models=True,
+            like=risk_model, keep_models=True,  # retrains risk_model's algorithm and params (training.fit_like)
             log=context.log.info)
         decision = choose_variant(table, "as trained", tolerance=gates[ablation_gate].threshold,
                                   require=config.ablation_rule, auc_tolerance=config.auc_tolerance)
@@ -367,7 +367,9 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
                           texts={"evaluation_report.md": md,
                                  "evaluation_report.json": json.dumps({k: v for k, v in report.items() if k != "kept_model"},
                                                                       default=str),
-                                 **({"kept_model/xgboost_model.json": kept["model"]["booster_json"]} if kept else {})},
+                                 **({f"kept_model/{kept['model'].get('algorithm', 'xgboost')}_model.json":
+                                       kept["model"].get("booster_json") or json.dumps(kept["model"].get("model"))}
+                                    if kept else {})},
                           images=images)
     context.log.info(f"risk_evaluation {tenant}|{week}: AUC {c['auc']:.4f} (90% CI {report['auc_ci'][0]:.4f}-"
                      f"{report['auc_ci'][1]:.4f}), Brier {c['brier']:.4f} ({report['brier_ci'][0]:.4f}-"
