@@ -144,3 +144,20 @@ def test_cross_validate_matches_the_trials_of_select_model(parts, manifest):
     folds = selection.make_folds(g, 3, seed=5)
     cv = selection.cross_validate(X, y, folds, "xgboost", "binary", SMALL["xgboost"], seed=5)
     assert cv == pytest.approx(res.fold_scores, abs=1e-12)
+
+
+def test_the_ablation_retrains_the_chosen_algorithm(initech_splits, manifest, parts):
+    """risk_evaluation's ablation passes ``like=risk_model``: every variant is the same algorithm and params."""
+    from riskml_assets.core.ablation import run_ablation
+
+    art = training.train_algorithm(parts["train"], parts["validation"], manifest, "random_forest",
+                                   SMALL["random_forest"], seed=2, n_threads=1)
+    table, models = run_ablation(initech_splits, manifest, seed=2, like=art, keep_models=True, n_boot=50,
+                                 variants={"as trained": lambda train, man, seed: (train, {"augment": "as trained"})})
+    assert set(table["variant"]) == {"baseline", "as trained"}
+    for v in ("baseline", "as trained"):
+        m = models[v]["model"]
+        assert m["algorithm"] == "random_forest" and m["params"] == art["params"]
+    # the baseline (real train rows) is the artifact itself, retrained
+    np.testing.assert_allclose(training.predict_raw(models["baseline"]["model"], parts["test"]),
+                               training.predict_raw(art, parts["test"]), rtol=0, atol=1e-12)
