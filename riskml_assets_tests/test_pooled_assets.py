@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 
 from riskml_assets.core import features as F
@@ -125,3 +126,38 @@ def test_own_bad_config_fails_with_the_file_named(deployment):
     errors = [(e.event_specific_data.error.cause or e.event_specific_data.error).message
               for e in res.all_events if e.is_step_failure]
     assert any("initech.yaml: 'pooled' must be true or false" in m for m in errors), errors
+
+
+def test_run_order_a_tenant_prepared_in_the_same_run_pools_with_one_prepared_before(deployment, tmp_path):
+    """dataset_splits and pooled_risk_model in one run per tenant (as in train_job): the first tenant's pooled
+    model finds nobody to pool with and names the missing tenant; the second pools with the first's stored
+    splits and its own, written earlier in the same run."""
+    from riskml_assets.assets.pooled import pooled_risk_model
+    from riskml_assets.assets.prep import dataset_splits
+    from riskml_assets.io_manager import RiskmlIOManager
+    from riskml_assets.partitions import tenant_week
+
+    base = tmp_path / "assets"
+    for t in ("initech", "globex"):  # the upstream of dataset_splits, stored; the splits themselves are not
+        (base / "clean_examples" / t).mkdir(parents=True)
+        deployment["frames"][t].drop(columns=["split"]).to_parquet(base / "clean_examples" / t / f"{WEEK}.parquet")
+        (base / "feature_manifest" / t).mkdir(parents=True)
+        (base / "feature_manifest" / t / f"{WEEK}.json").write_text(
+            (deployment["root"] / "assets" / "feature_manifest" / t / f"{WEEK}.json").read_text())
+    resources = {**deployment["resources"], "io_manager": RiskmlIOManager(base_path=str(base))}
+    upstream = [dg.AssetSpec(n, partitions_def=tenant_week) for n in ("clean_examples", "feature_manifest")]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", ["globex", "initech"])
+        values = {}
+        for t in ("globex", "initech"):  # one run per tenant, one after the other
+            res = dg.materialize([dataset_splits, pooled_risk_model, *upstream], partition_key=f"{t}|{WEEK}",
+                                 instance=instance, resources=resources,
+                                 run_config={"ops": {"pooled_risk_model": {"config": FAST}}})
+            assert res.success
+            values[t] = json.loads((base / "pooled_risk_model" / t / f"{WEEK}.json").read_text())
+    first, second = values["globex"], values["initech"]
+    assert first["available"] is False and "no other opted-in tenant has train rows" in first["reason"]
+    assert "initech" in first["reason"]  # the opted-in tenant whose splits did not exist yet
+    assert second["available"] is True and second["tenants"] == ["globex", "initech"]
+    stored = {t: pd.read_parquet(base / "dataset_splits" / t / f"{WEEK}.parquet") for t in ("globex", "initech")}
+    assert second["rows_by_tenant"] == {t: int((df.split == "train").sum()) for t, df in stored.items()}
