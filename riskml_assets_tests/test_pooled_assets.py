@@ -83,6 +83,8 @@ def test_opted_in_tenant_pools_with_the_other_opted_in_tenant_only(deployment):
     assert value["tenants"] == ["globex", "initech"] and value["opted_in"] == ["globex", "initech"]
     assert value["rows_by_tenant"] == {t: int((frames[t].split == "train").sum()) for t in ("globex", "initech")}
     assert meta["available"].value is True and meta["train_fingerprint"].value == value["train_fingerprint"]
+    assert meta["calibration"].value == value["calibrator"]["method"]
+    assert "lowest out-of-fold Brier (folds grouped by opportunity)" in meta["calibration_choice"].value
     model = value["model"]
     assert model["target_tenant"] == "initech" and model["week"] == WEEK and pooled.TENANT_FEATURE in model["features"]
     assert "acme" not in model["categories"][pooled.TENANT_FEATURE]  # acme's rows never entered

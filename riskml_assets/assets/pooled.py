@@ -107,6 +107,8 @@ def pooled_risk_model(context: dg.AssetExecutionContext, config: PooledModelConf
         meta["features_masked"] = dg.MetadataValue.json(result["features_masked"])
         meta["best_iteration"] = int(result["model"]["best_iteration"])
         meta["train_fingerprint"] = result["train_fingerprint"]
+        meta["calibration"] = result["calibrator"]["method"]
+        meta["calibration_choice"] = str(result["calibrator"]["selection"].get("pooled_choice", ""))
     return dg.MaterializeResult(value=result, metadata=meta)
 
 
