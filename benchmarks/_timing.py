@@ -119,6 +119,21 @@ def interleave(sides: Mapping[str, Callable[[], object]], repeat: int, *, warmup
     return times
 
 
+class Laps:
+    """Stopwatch of the stages of one call: ``lap("name")`` closes the stage that ends now."""
+
+    def __init__(self):
+        self.t, self.laps = time.perf_counter(), {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.t
+        self.t = now
+
+    def text(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.laps.items())
+
+
 def time_once(fn: Callable[[], object]) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
@@ -291,6 +306,26 @@ class Platform:
             cfg[k] = v
         return self.defs.resolve_job_def(job).execute_in_process(
             partition_key=f"{tenant}|{week}", instance=self.instance, raise_on_error=False, run_config=cfg)
+
+    def step_durations(self, run_id: str) -> str:
+        """Seconds of each step of a run (start to success/failure, from its event log), the sum of the steps,
+        the run's wall time and the rest (run set-up and tear-down outside the steps)."""
+        starts, ends, first, last = {}, {}, None, None
+        for e in self.instance.all_logs(run_id):
+            first = e.timestamp if first is None else min(first, e.timestamp)
+            last = e.timestamp if last is None else max(last, e.timestamp)
+            if e.dagster_event is None or not e.step_key:
+                continue
+            kind = e.dagster_event.event_type_value
+            if kind == "STEP_START":
+                starts[e.step_key] = e.timestamp
+            elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+                ends[e.step_key] = e.timestamp
+        steps = {k: ends[k] - starts[k] for k in starts if k in ends}
+        total = sum(steps.values())
+        wall = (last - first) if first is not None else 0.0
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(steps.items(), key=lambda kv: -kv[1]))
+        return f"{parts}; steps {total:.1f} s of {wall:.1f} s between the first and last event"
 
     def event_records(self, run_id: str) -> int:
         return len(self.instance.all_logs(run_id))

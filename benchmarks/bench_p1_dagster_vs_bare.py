@@ -9,7 +9,9 @@ Set-up (untimed): a simulated tenant (acme's rate: 60 new opportunities a week, 
 files into a temp data dir; every week ingested with ``ingest_job`` (one run each) on a DagsterInstance in a
 temp DAGSTER_HOME, with the project's ``definitions.defs`` and its resources (parquet IO manager, MLflow SQLite).
 
-* ``dagster``: ``train_job`` for the latest week (re-materialized each repetition), in process;
+* ``dagster``: ``train_job`` for the latest week (re-materialized each repetition), in process, configured to do
+  the bare side's work where newer code offers more (algorithm selection off, the tenant's model the only
+  champion candidate; printed);
 * ``bare``: in one process, on the same simulated rows: ``build_manifest``, ``build_training_examples``,
   ``clean_examples``, ``split_examples``, ``augment_splits``/``balance`` (both pass through at this size),
   ``train_xgb_classifier`` (+ validation AUC interval), an MLflow run with the same params/metrics/model
@@ -31,11 +33,26 @@ import _timing as T  # noqa: E402
 TAG = "P1"
 
 
-def quick_config() -> dict:
-    """Small tenant: no augmentation (both sides), fewer trees, fewer bootstrap draws."""
-    return {"ops": {"augmented_examples": {"config": {"methods": []}},
-                    "risk_model": {"config": {"n_estimators": 60}},
-                    "registered_models": {"config": {"n_boot": 100}}}}
+def run_config(quick: bool) -> dict:
+    """Run config that makes the Dagster run do the bare side's work: the fixed XGBoost params (no algorithm
+    selection) and the tenant's model as the only champion candidate, where the checked-out code has those
+    options (newer code); with --quick also no augmentation, fewer trees and fewer bootstrap draws."""
+    from riskml_assets.assets import risk as R
+
+    ops: dict = {}
+
+    def put(op: str, key: str, value) -> None:
+        ops.setdefault(op, {"config": {}})["config"][key] = value
+
+    if "selection" in getattr(R.RiskModelConfig, "model_fields", {}):
+        put("risk_model", "selection", False)
+    if "champion_candidates" in getattr(getattr(R, "RiskEvaluationConfig", None), "model_fields", {}):
+        put("risk_evaluation", "champion_candidates", ["tenant_model"])
+    if quick:
+        put("augmented_examples", "methods", [])
+        put("risk_model", "n_estimators", 60)
+        put("registered_models", "n_boot", 100)
+    return {"ops": ops} if ops else {}
 
 
 class Bare:
@@ -71,6 +88,7 @@ class Bare:
         from riskml_assets.registry import ModelRegistry, register_risk_candidate
 
         LABEL = F.LABEL
+        lap = T.Laps()
         snaps, outs, acts = self.snaps, self.outs, self.acts
         hist = snaps[pd.to_datetime(snaps["snapshot_date"]) < self.end].reset_index(drop=True)
         # features
@@ -78,6 +96,7 @@ class Bare:
         fingerprint = F.manifest_fingerprint(manifest)
         ex, _ = F.build_training_examples(snaps, outs, acts, manifest, partition_end=self.end.isoformat(),
                                           window_weeks=52)
+        lap("features")
         # cleaning, splits, augmentation / balancing (pass through here)
         clean, _, _ = clean_examples(ex, manifest)
         splits = split_examples(clean, tenant=self.tenant)
@@ -89,6 +108,7 @@ class Bare:
         train, _ = balance(train, strategy="none", target_ratio=1.0, min_ratio=0.5, seed=0, features=manifest)
         valid = splits[splits["split"] == "validation"].reset_index(drop=True)
         test = splits[splits["split"] == "test"].reset_index(drop=True)
+        lap("clean+splits+augment+balance")
         # model + its MLflow run
         params = XGBParams(n_estimators=60) if self.quick else XGBParams()
         art = train_xgb_classifier(train, valid, manifest, params)
@@ -99,6 +119,7 @@ class Bare:
                           "auc_validation_ci_low": lo, "auc_validation_ci_high": hi,
                           "brier_validation_raw": M.brier(y_va, p_va), "logloss_validation_raw": M.log_loss(y_va, p_va)}
         art["manifest_fingerprint"], art["tenant"], art["week"] = fingerprint, self.tenant, self.week
+        lap("train")
         mlflow.set_tracking_uri(self.tracking)
         mlflow.set_experiment("bench-bare")
         with mlflow.start_run(run_name=f"risk/{self.tenant}/{self.week}") as run:
@@ -110,9 +131,11 @@ class Bare:
             mlflow.log_text(art["booster_json"], "model/xgboost_model.json")
             self._log_png(mlflow, plots.feature_importance_plot(art["importance"]), "plots", "feature_importance.png")
             art["mlflow_run_id"] = run_id = run.info.run_id
+        lap("mlflow run")
         # calibration
         cal = fit_risk_calibrator(p_va, y_va, groups=valid["opportunity_id"].to_numpy())
         plots.reliability_diagram(y_va, {"raw": p_va, "calibrated": apply_calibrator(cal, p_va)})
+        lap("calibrate")
         # evaluation
         p_raw = predict_raw(art, test)
         p_cal = apply_calibrator(cal, p_raw)
@@ -131,6 +154,7 @@ class Bare:
         client.log_text(run_id, md, "evaluation/report.md")
         self._log_png(mlflow, rel, "evaluation", "reliability_diagram.png", run_id)
         self._log_png(mlflow, imp, "evaluation", "feature_importance.png", run_id)
+        lap("evaluate+log")
         # registration (drift reference, comparison with the champion, promotion)
         window = hist[pd.to_datetime(hist["snapshot_date"]) >= self.end - pd.Timedelta(weeks=52)]
         reference, _ = compute_features(window, acts, manifest)
@@ -144,7 +168,9 @@ class Bare:
             floors={"min_auc": 0.55, "max_ece": 0.15}, snapshots_history=hist, activities=acts,
             reference_data=reference, n_boot=100 if self.quick else 1000, seed=0,
             context={"partition": f"{self.tenant}|{self.week}"}, trained_opportunities=trained, run_id=run_id)
-        return {"rows": len(ex), "version": out["version"], "auc": float(np.round(metrics["auc"], 4))}
+        lap("register")
+        return {"rows": len(ex), "version": out["version"], "auc": float(np.round(metrics["auc"], 4)),
+                "laps": lap.text()}
 
     def _log_png(self, mlflow, png: bytes, folder: str, name: str, run_id: str | None = None) -> None:
         d = Path(tempfile.mkdtemp(dir=self.root))
@@ -175,12 +201,13 @@ def main(argv=None) -> int:
         week = T.LATEST_WEEK
         secs = plat.ingest(tenant, all_weeks)
         T.note(TAG, f"set-up: {len(all_weeks)} weeks ingested with ingest_job in {secs:.1f} s; training week {week}")
-        run_config = quick_config() if args.quick else None
+        cfg = run_config(args.quick)
+        T.note(TAG, f"Dagster run config: {cfg or 'defaults'}")
         bare = Bare(root / "bare", tenant, week, sim.snapshots, sim.outcomes, sim.activities, args.quick)
         runs = []
 
         def dagster():
-            res = plat.run("train_job", tenant, week, run_config)
+            res = plat.run("train_job", tenant, week, cfg)
             mats = {e.asset_key.to_user_string() for e in res.get_asset_materialization_events()}
             job = plat.defs.resolve_job_def("train_job")
             wanted = {k.to_user_string() for k in job.asset_layer.executable_asset_keys} \
@@ -199,6 +226,8 @@ def main(argv=None) -> int:
         times = T.interleave({"dagster": dagster, "bare": bare_side}, args.repeat)
         T.note(TAG, f"{info.get('rows')} labelled examples; bare registered version {info.get('version')} "
                     f"(test AUC {info.get('auc')}); Dagster run materialized {runs[-1][1]} assets")
+        T.note(TAG, f"bare, last run: {info.get('laps')}")
+        T.note(TAG, f"dagster, last run: {plat.step_durations(runs[-1][0])}")
         T.report_times(TAG, times)
         T.report_ratio(TAG, times, "dagster", "bare", ("<=", 1.3))
         T.report_value(TAG, "event_records_per_run", plat.event_records(runs[-1][0]))

@@ -88,6 +88,12 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     artifact, calibrator = (kept["model"], kept["calibrator"]) if kept else (risk_model, risk_calibrator)
     if kept:
         context.log.info("registering the baseline variant kept by risk_evaluation (augmentation refused)")
+    chosen = risk_evaluation.get("champion_model")  # the evaluation chose another candidate (crm_score, pooled)
+    source = risk_evaluation.get("champion_source") or "tenant_model"
+    if chosen:
+        artifact, calibrator = chosen["model"], chosen["calibrator"]
+        context.log.info(f"registering the evaluation's chosen candidate: {source} "
+                         f"({(risk_evaluation.get('candidates') or {}).get('reason', '')})")
     out = register_risk_candidate(
         reg, tenant, artifact=artifact, calibrator=calibrator, manifest=feature_manifest["features"],
         test=test, metrics=metrics, report_md=f"Risk model {tenant}|{week}", gates_passed=gates,
@@ -96,6 +102,8 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
         n_boot=config.n_boot, seed=config.seed, min_improvement=config.min_improvement,
         auto_promote=config.auto_promote, context={"partition": f"{tenant}|{week}", "dagster_run": context.run.run_id},
         trained_opportunities=trained, run_id=artifact.get("mlflow_run_id"),  # the version links to its training run
+        champion_source=source, candidates={k: v for k, v in (risk_evaluation.get("candidates") or {}).items()
+                                            if k != "rule"},
     )
     d = out["decision"]
     context.log.info(f"registered {reg.model_name(tenant, 'risk')} v{out['version']}: should_deploy="
@@ -103,9 +111,11 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     checks = gate_results(riskml.gates(), {"registered_models_promotion": int(bool(d["should_deploy"]))},
                           log=context.log, extra={"registered_models_promotion": {"reason": d["reason"]}})
     value = {"tenant": tenant, "week": week, "model_name": reg.model_name(tenant, "risk"), "version": out["version"],
-             "decision": d, "champion_before": out["champion_before"], "champion_after": out["champion_after"]}
+             "decision": d, "champion_before": out["champion_before"], "champion_after": out["champion_after"],
+             "champion_source": source}
     return dg.MaterializeResult(value=value, check_results=checks, metadata={
         "model_name": value["model_name"], "version": str(out["version"]), "should_deploy": bool(d["should_deploy"]),
+        "champion_source": source, "algorithm": str(artifact.get("algorithm", "xgboost")),
         "reason": d["reason"], "p_value": float(d["p_value"]) if d.get("p_value") is not None else -1.0,
         **({"comparison_opportunities": int(d["comparison"]["opportunities"]),
             "comparison_rows": int(d["comparison"]["rows"]),

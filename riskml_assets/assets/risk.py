@@ -12,7 +12,10 @@ from pydantic import Field
 from ..checks import gate_results, gate_specs
 from ..core import metrics as M
 from ..core import plots
-from ..core.evaluation import apply_calibrator, evaluate_risk, fit_risk_calibrator, report_markdown
+from ..core.evaluation import (CANDIDATE_SOURCES, CandidateUnavailable, apply_calibrator, candidates_markdown,
+                               crm_score_candidate, evaluate_risk, fit_risk_calibrator, pooled_candidate,
+                               report_markdown)
+from ..core.promotion import candidate_summary, evaluate_candidates
 from ..core.features import LABEL
 from ..core.ablation import ablation_markdown, choose_variant, run_ablation
 from ..core.training import (RISK_ALGORITHMS, SelectionSettings, XGBParams, predict_raw, select_and_train,
@@ -227,6 +230,17 @@ class RiskEvaluationConfig(dg.Config):
                     "difference is not significantly negative (its interval reaches 0) and the observed AUC loss is "
                     "at most auc_tolerance; point / ci = the older Brier-only rules (within the gate's tolerance).")
     auc_tolerance: float = Field(0.005, ge=0, description="Largest observed AUC loss the helps rule accepts.")
+    champion_candidates: list[str] = Field(
+        ["crm_score", "tenant_model", "pooled"],
+        description="Which candidates compete for the champion (all scored on the same test opportunities): "
+                    "crm_score = the CRM's own risk_score calibrated on the validation rows, tenant_model = the "
+                    "tenant's trained model (always a candidate), pooled = the cross-tenant pooled model when "
+                    "available. The simplest (crm_score < tenant_model < pooled) is chosen unless a more complex "
+                    "one is significantly better on Brier (paired opportunity bootstrap at candidate_alpha).")
+    choose_on: Literal["test", "validation"] = Field(
+        "test", description="test = the pre-declared rule on the test rows (the held-out opportunities promotion "
+                            "uses); validation = the same rule on out-of-fold calibrated validation predictions.")
+    candidate_alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the candidate choice.")
 
 
 def _kept_artifact(model: dict, risk_model: dict, feature_manifest: dict, tenant: str, week: str,
@@ -252,7 +266,7 @@ def _kept_artifact(model: dict, risk_model: dict, feature_manifest: dict, tenant
                       "reliability diagram; the augmentation/balancing ablation and which variant was kept.")
 def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationConfig, riskml: RiskmlSettings,
                     mlflow: MlflowTracking, risk_model: dict, risk_calibrator: dict, dataset_splits: pd.DataFrame,
-                    balanced_train: pd.DataFrame, feature_manifest: dict):
+                    balanced_train: pd.DataFrame, feature_manifest: dict, pooled_risk_model: dict):
     tenant, week = split_key(context)
     test = _split(dataset_splits, "test")
     train = _split(dataset_splits, "train")
@@ -285,6 +299,31 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
             kept = {"variant": "baseline", "model": model, "calibrator": calibrator}
             context.log.warning("augmentation/balancing refused: the baseline variant (real train rows, no "
                                 "balancing) is evaluated and registered instead")
+    # champion candidates on the same test opportunities: the simplest unless a more complex one is
+    # significantly better (core.promotion.choose_candidate)
+    valid = _split(dataset_splits, "validation")
+    seed = int(risk_model["params"].get("seed", 0))
+    unknown = sorted(set(config.champion_candidates) - set(CANDIDATE_SOURCES))
+    if unknown:
+        raise dg.Failure(description=f"risk_evaluation config champion_candidates: unknown {unknown}; "
+                                     f"known: {list(CANDIDATE_SOURCES)}")
+    candidates = {"tenant_model": {"available": True, "reason": "", "model": model, "calibrator": calibrator}}
+    if "crm_score" in config.champion_candidates:
+        try:
+            crm = crm_score_candidate(valid, feature_manifest["features"], seed=seed, tenant=tenant, week=week,
+                                      manifest_fingerprint=feature_manifest["fingerprint"],
+                                      mlflow_run_id=risk_model.get("mlflow_run_id"))
+            candidates["crm_score"] = {"available": True, "reason": "", **crm}
+        except CandidateUnavailable as exc:
+            candidates["crm_score"] = {"available": False, "reason": str(exc)}
+    if "pooled" in config.champion_candidates:
+        candidates["pooled"] = pooled_candidate(pooled_risk_model, tenant)
+    candidates, choice, _ = evaluate_candidates(candidates, test, valid, choose_on=config.choose_on,
+                                                alpha=config.candidate_alpha, seed=seed)
+    source = choice["chosen"]
+    context.log.info(f"champion candidates: chosen {source} ({choice['chosen_on']}): {choice['reason']}")
+    if source != "tenant_model":
+        model, calibrator = candidates[source]["model"], candidates[source]["calibrator"]
     p_raw = predict_raw(model, test)
     p_cal = apply_calibrator(calibrator, p_raw)
     report = evaluate_risk(test, p_raw, p_cal, threshold=calibrator["threshold"],
@@ -297,6 +336,11 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     else:
         report["kept_variant_reason"] = decision["reason"]
     report["kept_variant_rule"] = config.ablation_rule
+    report["champion_source"] = source
+    report["champion_algorithm"] = model.get("algorithm", "xgboost")
+    report["candidates"] = candidate_summary(candidates, choice)
+    if source != "tenant_model":
+        report["champion_model"] = {"source": source, "model": model, "calibrator": calibrator}
     y = test[LABEL].to_numpy(int)
     curves = {"calibrated model": p_cal, "uncalibrated model": p_raw}
     if report["baseline_risk_score"]:
@@ -304,6 +348,7 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     title = f"Risk model evaluation — {tenant} | {week}"
     if kept:
         title += " — baseline variant kept (augmentation refused)"
+    title += f" — champion source: {source}"
     # the same PNGs go into the report and, as image files, into the training run (evaluation/*.png)
     images = {"evaluation/reliability_diagram.png": plots.reliability_diagram(y, curves),
               "evaluation/feature_importance.png": plots.feature_importance_plot(model["importance"])}
@@ -323,6 +368,7 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
                    "candidate for inspection.\n")
     else:
         md += "\n## Augmentation ablation\nNo augmentation or balancing changed the train rows: nothing to ablate.\n"
+    md += "\n" + candidates_markdown(candidates, choice)
     c = report["calibrated"]
     run_gates = dict(gates)
     if kept:  # the refusal is visible (WARN) but no longer blocks: the kept model is the baseline
@@ -355,7 +401,7 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     report["gates_passed"] = all(report["gates"].values())
     report["tenant"], report["week"] = tenant, week
     report["mlflow_run_id"] = risk_model.get("mlflow_run_id")
-    if kept:
+    if kept and source == "tenant_model":
         report["kept_model"] = {"model": kept["model"], "calibrator": kept["calibrator"]}
     if report["mlflow_run_id"]:
         mlflow.log_to_run(report["mlflow_run_id"],
@@ -363,9 +409,11 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
                           | {"test_brier_skill": report["brier_skill"],
                              "test_auc_ci_low": report["auc_ci"][0], "test_auc_ci_high": report["auc_ci"][1],
                              "test_brier_ci_low": report["brier_ci"][0], "test_brier_ci_high": report["brier_ci"][1]},
-                          tags={"riskml.gates_passed": report["gates_passed"], "riskml.kept_variant": report["kept_variant"]},
+                          tags={"riskml.gates_passed": report["gates_passed"], "riskml.kept_variant": report["kept_variant"],
+                                "riskml.champion_source": source},
                           texts={"evaluation_report.md": md,
-                                 "evaluation_report.json": json.dumps({k: v for k, v in report.items() if k != "kept_model"},
+                                 "evaluation_report.json": json.dumps({k: v for k, v in report.items()
+                                                                       if k not in ("kept_model", "champion_model")},
                                                                       default=str),
                                  **({f"kept_model/{kept['model'].get('algorithm', 'xgboost')}_model.json":
                                        kept["model"].get("booster_json") or json.dumps(kept["model"].get("model"))}
@@ -374,10 +422,13 @@ def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationCon
     context.log.info(f"risk_evaluation {tenant}|{week}: AUC {c['auc']:.4f} (90% CI {report['auc_ci'][0]:.4f}-"
                      f"{report['auc_ci'][1]:.4f}), Brier {c['brier']:.4f} ({report['brier_ci'][0]:.4f}-"
                      f"{report['brier_ci'][1]:.4f}), "
-                     f"ECE {c['ece']:.4f}, kept {report['kept_variant']}, gates passed: {report['gates_passed']}")
+                     f"ECE {c['ece']:.4f}, kept {report['kept_variant']}, champion source {source}, "
+                     f"gates passed: {report['gates_passed']}")
     return dg.MaterializeResult(value=report, check_results=checks, metadata={
         "report": dg.MetadataValue.md(md),
         "kept_variant": report["kept_variant"], "kept_variant_reason": report["kept_variant_reason"],
+        "champion_source": source, "champion_algorithm": report["champion_algorithm"],
+        "champion_choice": choice["reason"],
         "auc_ci_low": report["auc_ci"][0], "auc_ci_high": report["auc_ci"][1],
         "brier_ci_low": report["brier_ci"][0], "brier_ci_high": report["brier_ci"][1], "ci_level": report["ci_level"],
         "auc": c["auc"], "brier": c["brier"], "ece": c["ece"], "ece_noise_floor": c["ece_noise_floor"], "log_loss": c["log_loss"], "f1": c["f1"],

@@ -281,3 +281,34 @@ def candidates_markdown(candidates: dict[str, dict], choice: dict) -> str:
                   f"| {s['p_value']:.3g} | {s['significant']} |" for s in steps]
         lines.append("")
     return "\n".join(lines)
+
+
+def pooled_raw(artifact: dict, df: pd.DataFrame) -> np.ndarray:
+    """Uncalibrated P(lost) of a pooled model served for its target tenant (see :func:`pooled_candidate`):
+    the tenant feature is set to the target tenant, then the pooled booster predicts on its own feature list."""
+    from .training import predict_raw
+
+    tenant_feature = artifact.get("tenant_feature", "tenant")
+    rows = df if tenant_feature in df.columns else df.assign(**{tenant_feature: artifact["target_tenant"]})
+    return predict_raw({**artifact, "features": list(artifact["pooled_features"]), "pooled_features": None}, rows)
+
+
+def pooled_candidate(result: dict | None, tenant: str) -> dict:
+    """The ``pooled_risk_model`` result as a champion candidate of ``tenant``: ``{"available", "reason", "model",
+    "calibrator"}``. The servable artifact lists the tenant's own features as ``features`` (what feature rows and
+    the registered signature carry) and keeps the booster's list, tenant feature included, as ``pooled_features``
+    (``core.training.predict_raw`` dispatches on it to :func:`pooled_raw`)."""
+    if not result:
+        return {"available": False, "reason": "no pooled_risk_model result for this partition"}
+    if not result.get("available"):
+        return {"available": False, "reason": str(result.get("reason") or "pooled model unavailable")}
+    art = dict(result["model"])
+    target = art.get("target_tenant")
+    if target != tenant:
+        return {"available": False, "reason": f"the pooled model was trained for tenant {target!r}, not {tenant!r}"}
+    tenant_feature = art.get("tenant_feature", "tenant")
+    art["pooled_features"] = list(art["features"])
+    art["features"] = [f for f in art["features"] if f != tenant_feature]
+    art["importance"] = {f: v for f, v in (art.get("importance") or {}).items()}
+    return {"available": True, "reason": str(result.get("reason") or ""), "model": art,
+            "calibrator": result["calibrator"], "tenants": list(result.get("tenants") or [])}
