@@ -1,6 +1,7 @@
 """Resources: where the platform's files live, the gate configuration, and MLflow tracking."""
 
 import contextlib
+import functools
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,10 @@ class RiskmlSettings(dg.ConfigurableResource):
     tenants_dir: str = "config/tenants"  # per-tenant config: <tenants_dir>/<tenant>.yaml (optional)
 
     def gates(self) -> dict[str, Gate]:
-        return load_gates(os.environ.get("RISKML_GATES_FILE") or self.gates_file)
+        """The gates (defaults overridden by the gates file). The file is parsed once per version of it: every
+        asset of a run asks, so the result is kept for as long as the file's mtime and size stay the same."""
+        path = os.environ.get("RISKML_GATES_FILE") or self.gates_file
+        return dict(_gates_of(str(Path(path).resolve()), _file_stamp(path)))
 
     def tenant_config_path(self, tenant: str) -> Path:
         from .core.contract import validate_tenant
@@ -47,6 +51,19 @@ class RiskmlSettings(dg.ConfigurableResource):
         from .core.contract import validate_tenant
 
         return Path(self.incoming_dir) / validate_tenant(tenant)
+
+
+def _file_stamp(path) -> tuple[int, int] | None:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=16)
+def _gates_of(path: str, stamp: tuple[int, int] | None) -> dict[str, Gate]:
+    return load_gates(path)  # Gate is frozen; callers get a copy of the dict
 
 
 class MlflowTracking(dg.ConfigurableResource):
