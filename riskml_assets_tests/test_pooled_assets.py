@@ -14,6 +14,7 @@ from riskml_assets.core.splits import split_examples
 
 WEEK = "2026-11-16"
 FAST = {"learning_rate": 0.2, "n_estimators": 200}
+TINY = {"learning_rate": 0.3, "n_estimators": 40, "max_depth": 3}  # the run-order test checks wiring, not quality
 
 
 def _splits(spec, manifest):
@@ -154,7 +155,7 @@ def test_run_order_a_tenant_prepared_in_the_same_run_pools_with_one_prepared_bef
         for t in ("globex", "initech"):  # one run per tenant, one after the other
             res = dg.materialize([dataset_splits, pooled_risk_model, *upstream], partition_key=f"{t}|{WEEK}",
                                  instance=instance, resources=resources,
-                                 run_config={"ops": {"pooled_risk_model": {"config": FAST}}})
+                                 run_config={"ops": {"pooled_risk_model": {"config": TINY}}})
             assert res.success
             values[t] = json.loads((base / "pooled_risk_model" / t / f"{WEEK}.json").read_text())
     first, second = values["globex"], values["initech"]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from ..checks import check_spec
