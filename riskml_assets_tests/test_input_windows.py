@@ -1,5 +1,7 @@
-"""Issue 10 item 8: a lookback window that reaches before a tenant's history misses partitions as a matter of
-course; the run says so once per input (how many, which span), not with one warning per missing partition."""
+"""Lookback windows on a real instance. Issue 10 item 8: a window that reaches before a tenant's history misses
+partitions as a matter of course; the run says so once per input (how many, which span), not with one warning per
+missing partition. Issue 11 item 1: a window is read in one call per input, with no event record per loaded
+partition -- a run's records do not grow with the history."""
 import re
 
 import dagster as dg
@@ -8,23 +10,31 @@ import pytest
 from riskml_assets.core import simulator
 from riskml_assets.partitions import LOOKBACK_WEEKS
 
+TENANT = "windowco"
 
-@pytest.fixture()
-def small(tmp_path):
+
+@pytest.fixture(scope="module")
+def four_weeks(tmp_path_factory):
+    """A tenant with four ingested weeks (real ingest runs) on a real instance; every gate warns, so runs for
+    different weeks take the same steps whatever a small window's row counts are."""
     from .conftest import Platform
+    from riskml_assets.core.gates import default_gates
 
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        p = Platform(tmp_path, instance)
-        simulator.write_tenant(simulator.simulate_tenant(simulator.TenantSpec("windowco", 6.0, 31), weeks=2),
+    root = tmp_path_factory.mktemp("windows")
+    (root / "dagster").mkdir()
+    (root / "gates.yaml").write_text("\n".join(f"{g}: {{action: warn}}" for g in default_gates()) + "\n")
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        p = Platform(root, instance)
+        simulator.write_tenant(simulator.simulate_tenant(simulator.TenantSpec(TENANT, 6.0, 31), weeks=4),
                                p.incoming, p.oracle)
-        p.ingest_all("windowco")
+        p.ingest_all(TENANT)
         yield p
 
 
-def test_missing_lookback_partitions_are_said_once_per_input_with_their_count(small):
-    week = small.weeks("windowco")[-1]
-    pk = f"windowco|{week}"
+def test_missing_lookback_partitions_are_said_once_per_input_with_their_count(four_weeks):
+    small = four_weeks
+    week = small.weeks(TENANT)[-1]
+    pk = f"{TENANT}|{week}"
     res = small.defs.resolve_job_def("train_job").execute_in_process(
         partition_key=pk, instance=small.instance, raise_on_error=False,
         asset_selection=[dg.AssetKey("feature_manifest"), dg.AssetKey("training_examples")],
@@ -40,9 +50,44 @@ def test_missing_lookback_partitions_are_said_once_per_input_with_their_count(sm
                          ("training_examples", ["activity_events", "opportunity_outcomes", "risk_snapshots"])):
         for asset in inputs:
             have = [k for k in small.instance.get_materialized_partitions(dg.AssetKey(asset))
-                    if k.startswith("windowco|") and k.split("|")[1] <= week]
+                    if k.startswith(f"{TENANT}|") and k.split("|")[1] <= week]
             expected.append((step, (asset, str(LOOKBACK_WEEKS - len(have)), str(LOOKBACK_WEEKS))))
     assert got == sorted(expected)
-    assert all(int(n) >= LOOKBACK_WEEKS - 3 for _, (_, n, _) in got)  # 2-3 weeks of history in a 78-week window
+    assert all(int(n) >= LOOKBACK_WEEKS - 5 for _, (_, n, _) in got)  # 4-5 weeks of history in a 78-week window
     # an input whose partitions all exist says nothing: a week of the window is loaded, not reported
-    assert all("windowco|" in m and week not in m.split("(")[1].split(")")[0] for _, m in summaries)
+    assert all(f"{TENANT}|" in m and week not in m.split("(")[1].split(")")[0] for _, m in summaries)
+
+
+def _records_by_type(instance, run_id) -> dict[str, int]:
+    from collections import Counter
+
+    conn = instance.get_records_for_run(run_id, limit=100_000)
+    return dict(Counter(r.event_log_entry.dagster_event.event_type_value if r.event_log_entry.dagster_event
+                        else "log" for r in conn.records))
+
+
+def test_event_records_of_a_training_run_do_not_grow_with_the_loaded_partitions(four_weeks):
+    """Issue 11: a lookback window is read in one call per input, with no event record per loaded partition
+    (before issue 10 a 78-week window wrote ~770 of a training run's ~980 records). The same steps run for the
+    second week (2 partitions of each input loaded) and the fourth (4 loaded): the records are the same, type by
+    type, and each windowed input is one LOADED_INPUT."""
+    p = four_weeks
+    weeks = p.weeks(TENANT)
+    assert len(weeks) == 4
+    steps = [dg.AssetKey("feature_manifest"), dg.AssetKey("training_examples")]
+    counts, loaded = {}, {}
+    for week in (weeks[1], weeks[-1]):
+        res = p.defs.resolve_job_def("train_job").execute_in_process(
+            partition_key=f"{TENANT}|{week}", instance=p.instance, raise_on_error=False, asset_selection=steps,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        assert res.success
+        counts[week] = _records_by_type(p.instance, res.run_id)
+        loaded[week] = len([k for k in p.instance.get_materialized_partitions(dg.AssetKey("risk_snapshots"))
+                            if k.startswith(f"{TENANT}|") and k.split("|")[1] <= week])
+    short, long = counts[weeks[1]], counts[weeks[-1]]
+    assert (loaded[weeks[1]], loaded[weeks[-1]]) == (2, 4)
+    assert short == long, f"records by type, 2 loaded partitions: {short}; 4 loaded: {long}"
+    # feature_manifest <- risk_snapshots; training_examples <- risk_snapshots, opportunity_outcomes,
+    # activity_events (windows) and feature_manifest: one load each
+    assert long["LOADED_INPUT"] == 5
+    assert sum(long.values()) < 80

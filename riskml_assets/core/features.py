@@ -609,7 +609,7 @@ def _ms(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("ms"))
 
 
-def build_base_frame(snapshots, activities=None) -> pl.DataFrame:
+def build_base_frame(snapshots, activities=None, *, activity_origin=None) -> pl.DataFrame:
     """Snapshots plus the point-in-time intermediates every feature is computed from.
 
     ``snapshots`` holds every snapshot row of the tenant the features may look back on (history first);
@@ -621,6 +621,10 @@ def build_base_frame(snapshots, activities=None) -> pl.DataFrame:
     nested windows, no re-sort). The activity intermediates (count of events at or before the snapshot,
     in the last 30/90 days, the last event and the decayed sum) are binary searches of the snapshots'
     (opportunity, time) keys in the events' sorted keys: no as-of join, no re-sort of the snapshots.
+
+    ``activity_origin``: the instant the decayed sums are measured from (default: the earliest event of
+    ``activities``). A caller that passes only some opportunities' events passes the origin of all of them,
+    so the values stay bit for bit those of the whole frame.
     """
     s = _to_polars(snapshots)
     if s.is_empty():
@@ -651,10 +655,10 @@ def build_base_frame(snapshots, activities=None) -> pl.DataFrame:
             _last_event_at=pl.lit(None, pl.Datetime("ms")), _n_30d=pl.lit(None, pl.Int64),
             _n_90d=pl.lit(None, pl.Int64), _decayed=pl.lit(None, pl.Float64), _has_activity_log=pl.lit(False),
         )
-    return s.drop("_opp", "_new").hstack(_activity_intermediates(s, a))
+    return s.drop("_opp", "_new").hstack(_activity_intermediates(s, a, activity_origin))
 
 
-def _activity_intermediates(s: pl.DataFrame, a: pl.DataFrame) -> pl.DataFrame:
+def _activity_intermediates(s: pl.DataFrame, a: pl.DataFrame, t0=None) -> pl.DataFrame:
     """``_last_event_at``, ``_n_30d``, ``_n_90d``, ``_decayed``, ``_has_activity_log`` for every row of ``s``
     (sorted by opportunity and date, numbered ``_opp``), from the activity events ``a``.
 
@@ -666,7 +670,8 @@ def _activity_intermediates(s: pl.DataFrame, a: pl.DataFrame) -> pl.DataFrame:
     """
     by = "opportunity_id"
     tau_ms = ENGAGEMENT_HALF_LIFE_DAYS / math.log(2) * DAY_MS
-    t0 = a.select(_ms("occurred_at").min()).item()
+    if t0 is None:
+        t0 = a.select(_ms("occurred_at").min()).item()
     ev = (
         a.select(pl.col(by).cast(pl.String), _ms("occurred_at").alias("t"))
         .drop_nulls()

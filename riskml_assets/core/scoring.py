@@ -123,12 +123,20 @@ def compute_features(snapshots_history, activities, manifest: Mapping[str, Mappi
 
     Returns (pandas frame keyed by opportunity_id/snapshot_date, {feature: reason} for unavailable ones).
     """
-    base = F.build_base_frame(snapshots_history, activities)
-    feats, unavailable = F.extract_features(base, manifest)
+    feats, unavailable = _features_polars(snapshots_history, activities, manifest)
+    return _to_pandas_keys(feats), unavailable
+
+
+def _features_polars(snapshots_history, activities, manifest, activity_origin=None) -> tuple[pl.DataFrame, dict]:
+    base = F.build_base_frame(snapshots_history, activities, activity_origin=activity_origin)
+    return F.extract_features(base, manifest)
+
+
+def _to_pandas_keys(feats: pl.DataFrame) -> pd.DataFrame:
     out = feats.to_pandas()
     out["opportunity_id"] = out["opportunity_id"].astype(str)
     out["snapshot_date"] = _naive_ns(out["snapshot_date"])
-    return out, unavailable
+    return out
 
 
 def _rows_to_score(latest_week_snapshots) -> pd.DataFrame:
@@ -147,16 +155,103 @@ def _rows_to_score(latest_week_snapshots) -> pd.DataFrame:
     return latest.drop_duplicates("opportunity_id", keep="last").reset_index(drop=True)
 
 
-def _history(snapshots_history, latest: pd.DataFrame) -> pd.DataFrame:
-    hist = _pandas(snapshots_history)
-    if not hist.empty:
-        hist = hist.copy()
-        hist["opportunity_id"] = hist["opportunity_id"].astype(str)
-        hist["snapshot_date"] = _naive_ns(hist["snapshot_date"])
-        hist = hist[[c for c in hist.columns if c in latest.columns]]
-    both = pd.concat([hist, latest], ignore_index=True) if not hist.empty else latest
-    both = both.drop_duplicates(["opportunity_id", "snapshot_date"], keep="last")
-    return both[both["snapshot_date"] <= latest["snapshot_date"].max()].reset_index(drop=True)
+def _naive_ms_expr(name: str, dtype) -> pl.Expr:
+    col = pl.col(name)
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    elif dtype == pl.String:
+        col = col.str.to_datetime()
+    elif not isinstance(dtype, pl.Datetime):
+        col = col.cast(pl.Datetime("ns"))
+    return col.cast(pl.Datetime("ms"))
+
+
+def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
+    """``opportunity_id`` as text and ``snapshot_date`` as naive UTC milliseconds (the base frame's keys)."""
+    return frame.with_columns(pl.col("opportunity_id").cast(pl.String),
+                              _naive_ms_expr("snapshot_date", frame.schema["snapshot_date"]).alias("snapshot_date"))
+
+
+def _history(snapshots_history, latest: pd.DataFrame, only=None) -> pl.DataFrame:
+    """The snapshot rows the scored features look back on: history + the latest week (latest wins on a
+    duplicate key), up to the latest scored date, limited to the columns of the latest week and -- with
+    ``only`` (opportunity ids) -- to those opportunities' rows. Features are per opportunity, so limiting
+    the rows to the scored opportunities changes none of their values (and saves the other 98 %)."""
+    lat = _keyed(F._to_polars(latest))
+    hist = snapshots_history
+    if isinstance(hist, pd.DataFrame) and len(hist):
+        if only is not None:  # filter before converting: only the scored opportunities' rows cross over
+            hist = hist[hist["opportunity_id"].astype(str).isin(only)]
+        hist = hist[[c for c in hist.columns if c in lat.columns]]
+    hist = F._to_polars(hist)
+    if not hist.is_empty():
+        hist = _keyed(hist.select([c for c in hist.columns if c in lat.columns]))
+        if only is not None:
+            hist = hist.filter(pl.col("opportunity_id").is_in(pl.Series(list(only), dtype=pl.String).implode()))
+        both = pl.concat([hist, lat], how="diagonal_relaxed")
+    else:
+        both = lat
+    both = both.unique(["opportunity_id", "snapshot_date"], keep="last", maintain_order=True)
+    return both.filter(pl.col("snapshot_date") <= lat["snapshot_date"].max())
+
+
+def _activity_rows(activities, only) -> tuple[Any, Any]:
+    """(the activity events of the ``only`` opportunities, the origin of the decayed sums over *all* events)
+    -- the origin is what the full frame would use, so the engagement values stay bit for bit the same."""
+    if activities is None:
+        return None, None
+    if isinstance(activities, pd.DataFrame):
+        if not len(activities) or "occurred_at" not in activities.columns:
+            return activities, None
+        origin = pl.from_pandas(activities["occurred_at"]).cast(pl.Datetime("ms")).min()
+        return activities[activities["opportunity_id"].astype(str).isin(only)], origin
+    a = F._to_polars(activities)
+    if a.is_empty() or "occurred_at" not in a.columns:
+        return a, None
+    origin = a.select(F._ms("occurred_at").min()).item()
+    return a.filter(pl.col("opportunity_id").cast(pl.String).is_in(pl.Series(list(only), dtype=pl.String).implode())), origin
+
+
+def _scored_features(snapshots_history, activities, latest: pd.DataFrame, manifest) -> tuple[pd.DataFrame, dict]:
+    """Features (pinned versions) of the latest rows, computed from the scored opportunities' history only.
+    When a feature comes out unavailable on those rows (its source column empty there, no usable value),
+    the whole history decides instead, exactly as before the shortcut (it may hold values elsewhere)."""
+    only = set(latest["opportunity_id"])
+    acts, origin = _activity_rows(activities, only)
+    feats, unavailable = _features_polars(_history(snapshots_history, latest, only), acts, manifest,
+                                          activity_origin=origin)
+    if unavailable:
+        feats, unavailable = _features_polars(_history(snapshots_history, latest), activities, manifest)
+    keys = _keyed(F._to_polars(latest[["opportunity_id", "snapshot_date"]]))
+    rows = keys.join(feats, on=["opportunity_id", "snapshot_date"], how="left", validate="1:1", maintain_order="left")
+    return _to_pandas_keys(rows), unavailable
+
+
+def concat_frames(frames) -> pl.DataFrame:
+    """One polars frame from a windowed input's per-partition frames (a frame, a list, or {partition: frame},
+    None for a missing partition), in partition order. Columns missing from a week are null there; differing
+    dtypes across weeks take their common supertype (text when numbers and text mix)."""
+    if frames is None:
+        return pl.DataFrame()
+    if isinstance(frames, dict):
+        frames = [v for _, v in sorted(frames.items())]
+    elif isinstance(frames, (pl.DataFrame, pd.DataFrame)):
+        frames = [frames]
+    parts = [F._to_polars(f) for f in frames if f is not None and len(f)]
+    if not parts:
+        return pl.DataFrame()
+    try:
+        return pl.concat(parts, how="diagonal_relaxed")
+    except (pl.exceptions.PolarsError, TypeError):  # e.g. a text column that is a date in another week
+        return F._to_polars(pd.concat([p.to_pandas() for p in parts], ignore_index=True))
+
+
+def rows_between(frame: pl.DataFrame, start, end) -> pl.DataFrame:
+    """The rows of ``frame`` whose snapshot_date (naive UTC) is in [start, end)."""
+    if frame.is_empty():
+        return frame
+    t = _naive_ms_expr("snapshot_date", frame.schema["snapshot_date"])
+    return frame.filter((t >= pd.Timestamp(start).to_pydatetime()) & (t < pd.Timestamp(end).to_pydatetime()))
 
 
 def _check_available(bundle: Mapping, role: str, feats: pd.DataFrame, unavailable: Mapping[str, str],
@@ -195,9 +290,7 @@ def feature_rows(snapshots_history, activities, latest_week_snapshots, bundle: M
     (``mlflow.pyfunc.load_model("models:/riskml.<tenant>.risk@champion").predict(rows)``)."""
     verify_bundle_manifest(bundle, bundle.get("alias") or "champion")
     latest = _rows_to_score(latest_week_snapshots)
-    keys = latest[["opportunity_id", "snapshot_date"]]
-    feats, unavailable = compute_features(_history(snapshots_history, latest), activities, bundle["manifest"])
-    rows = keys.merge(feats, on=["opportunity_id", "snapshot_date"], how="left", validate="one_to_one")
+    rows, unavailable = _scored_features(snapshots_history, activities, latest, bundle["manifest"])
     rows = _check_available(bundle, bundle.get("alias") or "champion", rows, unavailable, allow_missing_features)
     return rows.sort_values("opportunity_id", kind="stable").reset_index(drop=True)
 
@@ -212,6 +305,17 @@ def score_open_opportunities(snapshots_history, activities, latest_week_snapshot
     ``challenger_share > 0`` a stable hash routes that share of the opportunities to the challenger.
     Returns one row per opportunity with the columns of ``SCORE_COLUMNS``, sorted by opportunity id.
     """
+    return score_with_features(snapshots_history, activities, latest_week_snapshots, champion_bundle,
+                               challenger_bundle, challenger_share, salt=salt,
+                               allow_missing_features=allow_missing_features)[0]
+
+
+def score_with_features(snapshots_history, activities, latest_week_snapshots, champion_bundle: Mapping,
+                        challenger_bundle: Mapping | None = None, challenger_share: float = 0.0, *,
+                        salt: str = DEFAULT_SALT, allow_missing_features: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`score_open_opportunities` and the champion's feature rows of *every* scored opportunity (the
+    rows the drift check compares with the champion's reference), computed once: (scores, feature rows),
+    both sorted by opportunity id. Features are computed from the scored opportunities' own history only."""
     share = float(challenger_share)
     if not (0.0 <= share <= 1.0):
         raise ValueError(f"challenger share must be in [0, 1], got {challenger_share}")
@@ -224,19 +328,23 @@ def score_open_opportunities(snapshots_history, activities, latest_week_snapshot
     latest = _rows_to_score(latest_week_snapshots)
     keys = latest[["opportunity_id", "snapshot_date"]]
     to_challenger = assign_challenger(keys["opportunity_id"], share, salt) if use_challenger else np.zeros(len(keys), bool)
-    history = _history(snapshots_history, latest)
 
     parts = []
     computed: dict[str, tuple[pd.DataFrame, dict]] = {}
+
+    def features_of(bundle) -> tuple[pd.DataFrame, dict]:
+        fp = F.manifest_fingerprint(bundle["manifest"])
+        if fp not in computed:
+            computed[fp] = _scored_features(snapshots_history, activities, latest, bundle["manifest"])
+        return computed[fp]
+
+    champion_rows = features_of(champion_bundle)[0]
     for bundle, role, mask in ((champion_bundle, "champion", ~to_challenger),
                                (challenger_bundle, "challenger", to_challenger)):
         if bundle is None or not mask.any():
             continue
-        fp = F.manifest_fingerprint(bundle["manifest"])
-        if fp not in computed:
-            computed[fp] = compute_features(history, activities, bundle["manifest"])
-        feats, unavailable = computed[fp]
-        rows = keys[mask].merge(feats, on=["opportunity_id", "snapshot_date"], how="left", validate="one_to_one")
+        feats, unavailable = features_of(bundle)
+        rows = feats[mask].reset_index(drop=True)
         rows = _check_available(bundle, bundle.get("alias") or role, rows, unavailable, allow_missing_features)
         p, p_raw = _predict(bundle, rows)
         cal = bundle.get("calibrator") or {}
@@ -249,12 +357,13 @@ def score_open_opportunities(snapshots_history, activities, latest_week_snapshot
             "model_version": str(bundle.get("version", "")),
             "model_alias": str(bundle.get("alias") or role),
             "model_name": str(bundle.get("name", "")),
-            "manifest_fingerprint": fp,
+            "manifest_fingerprint": F.manifest_fingerprint(bundle["manifest"]),
             "threshold": thr,
             "above_threshold": p >= thr,
         }))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SCORE_COLUMNS))
-    return out.sort_values("opportunity_id", kind="stable").reset_index(drop=True)[list(SCORE_COLUMNS)]
+    scores = out.sort_values("opportunity_id", kind="stable").reset_index(drop=True)[list(SCORE_COLUMNS)]
+    return scores, champion_rows.sort_values("opportunity_id", kind="stable").reset_index(drop=True)
 
 
 def predict_on_examples(bundle: Mapping, examples: pd.DataFrame, examples_manifest: Mapping[str, Mapping] | None = None,

@@ -206,3 +206,63 @@ def test_predict_on_examples_reuses_or_recomputes_features(models):
     p2, _ = scoring.predict_on_examples(strong, stale, manifest_v1, snapshots_history=models["sim"].snapshots,
                                         activities=models["sim"].activities)
     np.testing.assert_allclose(p2, models["strong"]["p_test"])
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 11: features computed once, from the scored opportunities' history only
+
+
+def test_features_from_the_scored_opportunities_history_equal_the_full_history_exactly(models, week):
+    """score_with_features computes the features from the scored opportunities' rows only (and the activity
+    origin of all events): scores and feature rows are bit for bit those of the whole history, with pandas or
+    polars inputs; the feature rows are the champion's features of every scored row (what drift compares)."""
+    import polars as pl
+
+    history, latest, activities = week
+    champion = _bundle(models["strong"], "1", "champion")
+    challenger = _bundle(models["weak"], "2", "challenger")
+    scores, rows = scoring.score_with_features(history, activities, latest, champion, challenger, 0.3)
+    feats, _ = scoring.compute_features(pd.concat([history, latest]), activities, champion["manifest"])
+    want = scores[["opportunity_id", "snapshot_date"]].merge(feats, on=["opportunity_id", "snapshot_date"])
+    assert len(rows) == len(scores) == latest["opportunity_id"].nunique()
+    assert_frame_equal(rows, want[rows.columns], check_exact=True)
+    # the same scores as the public entry point, and with polars frames in
+    assert_frame_equal(scores, _score(week, champion, challenger_bundle=challenger, challenger_share=0.3),
+                       check_exact=True)
+    s_pl, r_pl = scoring.score_with_features(pl.from_pandas(history), pl.from_pandas(activities),
+                                             pl.from_pandas(latest), champion, challenger, 0.3)
+    assert_frame_equal(s_pl, scores, check_exact=True)
+    assert_frame_equal(r_pl, rows, check_exact=True)
+    # both models scored some rows; the challenger's rows carry the champion's features too
+    assert set(scores["model_alias"]) == {"champion", "challenger"}
+
+
+def test_a_feature_empty_on_the_scored_rows_but_present_in_history_is_scored_as_before(models, week):
+    """Limiting the rows to the scored opportunities must not turn a feature into 'unavailable' (and the run into
+    an error) when it has values elsewhere in the history: the whole history then decides, as before."""
+    history, latest, activities = week
+    champion = _bundle(models["strong"], "1", "champion")
+    assert "heuristic_risk_score" in champion["artifact"]["features"]
+    latest = latest.assign(risk_score=np.nan)
+    scored = set(latest["opportunity_id"])
+    history = history.assign(risk_score=history["risk_score"].where(~history["opportunity_id"].isin(scored)))
+    scores, rows = scoring.score_with_features(history, activities, latest, champion)
+    assert rows["heuristic_risk_score"].isna().all() and len(scores) == latest["opportunity_id"].nunique()
+    feats, _ = scoring.compute_features(pd.concat([history, latest]), activities, champion["manifest"])
+    want = scores[["opportunity_id", "snapshot_date"]].merge(feats, on=["opportunity_id", "snapshot_date"])
+    np.testing.assert_array_equal(scores["p_lost_raw"].to_numpy(), training.predict_raw(champion["artifact"], want))
+
+
+def test_concat_frames_and_rows_between():
+    import polars as pl
+
+    a = pd.DataFrame({"opportunity_id": ["o1"], "snapshot_date": pd.to_datetime(["2026-11-16 10:00"]), "x": [1]})
+    b = pl.DataFrame({"opportunity_id": ["o2", "o3"], "snapshot_date": [pd.Timestamp("2026-11-22 23:59"),
+                                                                       pd.Timestamp("2026-11-23")],
+                      "x": [2.5, None], "extra": ["a", "b"]})
+    both = scoring.concat_frames({"t|2026-11-23": b, "t|2026-11-16": a, "t|2026-11-09": None})
+    assert both["opportunity_id"].to_list() == ["o1", "o2", "o3"]  # partition order
+    assert both["x"].to_list() == [1.0, 2.5, None] and both["extra"].to_list() == [None, "a", "b"]
+    week = scoring.rows_between(both, "2026-11-16", "2026-11-23")
+    assert week["opportunity_id"].to_list() == ["o1", "o2"]  # [start, end)
+    assert scoring.concat_frames(None).is_empty() and scoring.concat_frames({"k": None}).is_empty()
