@@ -46,6 +46,28 @@ def week_arg(value: str) -> str:
     return d.isoformat()
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return n
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number above 0")
+    return x
+
+
 def reason_arg(value: str) -> str:
     """argparse type: a non-blank free-text reason."""
     if not value.strip():
@@ -285,9 +307,61 @@ def cmd_ingest(args) -> int:
     return 1 if ingest_history(instance, weeks, force=args.force) else 0
 
 
-def launch_cmd(job: str, tenant: str, week: str) -> str:
+def launch_cmd(job: str, tenant: str, week: str, config: dict | None = None) -> str:
     """The shell command that starts the same run by hand (recorded under its job, like this one)."""
-    return f"riskml launch --job {job} --partition '{tenant}|{week}'"
+    extra = f" --config-json '{json.dumps(config, separators=(',', ':'))}'" if config else ""
+    return f"riskml launch --job {job} --partition '{tenant}|{week}'{extra}"
+
+
+# The model families of the seed graph beside the risk model, as the main job runs them: (family, job).
+# Both run after a training run of the tenant-week that passed its gates (the forecast reads its splits, both read
+# its feature manifest); the ranker only when the tenant sends recommendation feedback (interactions files).
+FAMILY_JOBS = (("revenue_forecast", "forecast_job"), ("action_ranker", "ranker_job"))
+# Selection budget of each family per tenant in the main job (Optuna trials / seconds, whichever comes first;
+# `families_job` and `riskml launch` keep the asset's own default of 20 trials / 300 s). See README "main job".
+MAIN_JOB_FAMILY_TRIALS, MAIN_JOB_FAMILY_SECONDS = 6, 20.0
+
+
+def family_run_config(family: str, n_trials: int, seconds: float) -> dict:
+    """The run config of a family's job with a selection budget (only its own ``<family>_model`` op)."""
+    return {"ops": {f"{family}_model": {"config": {"n_trials": int(n_trials), "timeout_seconds": float(seconds)}}}}
+
+
+def interaction_weeks(incoming: Path, tenant: str, week: str) -> list[str]:
+    """Weeks up to ``week`` in which the tenant sent recommendation feedback (an ``interactions`` file)."""
+    inter, _ = tenant_weeks(incoming, kinds=("interactions",))
+    return [w for w in inter.get(tenant, []) if w <= week]
+
+
+def run_families(launcher, instance, incoming: Path, tenant: str, week: str, trained: bool, n_trials: int,
+                 seconds: float) -> dict[str, dict]:
+    """Launch the forecast and ranker jobs of one tenant-week (or say why not): {family: outcome}, where an outcome
+    is ``{"skipped": reason}`` or ``{"run_id", "success", "seconds"}``."""
+    from .partitions import partition_key
+
+    out: dict[str, dict] = {}
+    for family, job in FAMILY_JOBS:
+        if not trained:
+            out[family] = {"skipped": "the week's train_job did not pass (the family needs its feature manifest"
+                                      + (" and splits)" if family == "revenue_forecast" else ")")}
+        elif family == "action_ranker" and not interaction_weeks(incoming, tenant, week):
+            out[family] = {"skipped": "no recommendation feedback: no interactions-<date> file up to this week"}
+        if "skipped" in out.get(family, {}):
+            print(f"  {family} {tenant}|{week}: skipped ({out[family]['skipped']})")
+            continue
+        config = family_run_config(family, n_trials, seconds)
+        print(f"$ {launch_cmd(job, tenant, week, config)}")
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = launcher.run(job, partition_key(tenant, week),
+                           run_config={**config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        out[family] = {"run_id": res.run_id, "success": res.success, "seconds": time.perf_counter() - t0,
+                       "cpu_seconds": time.process_time() - c0}  # CPU of this process (all threads): load-independent
+        if not res.success:
+            for ln in run_errors(instance, res.run_id)[-5:]:
+                print(f"    {ln[:300]}")
+        print(f"  {family} {tenant}|{week}: {'ok' if res.success else 'FAILED'} in {out[family]['seconds']:.0f}s "
+              f"(CPU {out[family]['cpu_seconds']:.0f}s)")
+    return out
 
 
 def cmd_launch(args) -> int:
@@ -317,7 +391,65 @@ def cmd_launch(args) -> int:
     return 0 if out.success else 1
 
 
-def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
+def family_rows(instance, tenant: str, week: str, outcomes: dict[str, dict] | None = None) -> list[dict]:
+    """One row per model family (forecast, ranker) of a tenant-week: status, headline metrics and every gate with
+    its result (pass / FAIL / warn) from the partition's own check results. ``outcomes`` (from
+    :func:`run_families`) says what this invocation did: a skipped family is shown with its reason, a failed run
+    without an evaluation as failed, even when an older evaluation of that partition exists."""
+    import dagster as dg
+
+    from .checks import partition_checks
+    from .core.families import get_family
+    from .partitions import partition_key
+
+    pk = partition_key(tenant, week)
+    rows = []
+    for family, job in FAMILY_JOBS:
+        key = dg.AssetKey(f"{family}_evaluation")
+        row = {"family": family, "tenant": tenant, "week": week, "status": "not run", "metrics": {}, "gates": [],
+               "run_id": None}
+        out = (outcomes or {}).get(family)
+        if out and "skipped" in out:
+            row["status"] = f"skipped: {out['skipped']}"
+            rows.append(row)
+            continue
+        recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]),
+                                               limit=1).records
+        if out and (not recs or recs[0].run_id != out["run_id"]):  # this invocation's run did not evaluate
+            row.update(status="failed (see run)", run_id=out["run_id"])
+            rows.append(row)
+            continue
+        if not recs:
+            rows.append(row)
+            continue
+        md = recs[0].asset_materialization.metadata
+        row["run_id"] = recs[0].run_id
+        val = lambda k: float(md[k].value) if k in md else None  # noqa: E731
+        if family == "revenue_forecast":
+            row["metrics"] = {"p50_mae": val("p50_mae"), "coverage": val("coverage"),
+                              "nominal_coverage": val("nominal_coverage"), "pinball_skill": val("pinball_skill")}
+        else:
+            row["metrics"] = {"ndcg_at_10": val("ndcg_at_10"), "ndcg_at_10_lift": val("ndcg_at_10_lift"),
+                              "queries": val("queries")}
+        checks = partition_checks(instance, [dg.AssetCheckKey(key, g.name) for g in get_family(family).gates], pk,
+                                  completed=True)
+        for g in get_family(family).gates:
+            c = checks.get(dg.AssetCheckKey(key, g.name))
+            ev = c.evaluation if c is not None else None
+            if ev is None:
+                result = "-"
+            else:
+                result = "pass" if ev.passed else ("FAIL" if ev.severity == dg.AssetCheckSeverity.ERROR else "warn")
+            value = ev.metadata.get("value") if ev is not None and ev.metadata else None
+            row["gates"].append({"check": g.name, "result": result, "action": g.action,
+                                 "value": getattr(value, "value", value)})
+        failed = [g["check"] for g in row["gates"] if g["result"] == "FAIL"]
+        row["status"] = f"blocked by a gate ({', '.join(failed)})" if failed else "evaluated"
+        rows.append(row)
+    return rows
+
+
+def summary_rows(instance, targets: dict[str, str], family_outcomes: dict[str, dict] | None = None) -> list[dict]:
     import dagster as dg
 
     from .partitions import partition_key
@@ -355,11 +487,44 @@ def summary_rows(instance, targets: dict[str, str]) -> list[dict]:
             row["status"] = "evaluated" if kept == "as trained" else f"evaluated ({kept} kept)"
         elif recs:
             row["status"] = "blocked by a gate" if failed else "failed (see run)"
+        row["families"] = family_rows(instance, tenant, week, (family_outcomes or {}).get(tenant))
         rows.append(row)
     return rows
 
 
+def _family_headline(r: dict) -> str:
+    m = r["metrics"]
+    f = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
+    if r["family"] == "revenue_forecast":
+        return (f"P50 MAE {f(m.get('p50_mae'), ',.0f')}, P10-P90 coverage {f(m.get('coverage'), '.3f')} "
+                f"(nominal {f(m.get('nominal_coverage'), '.2f')})")
+    return f"NDCG@10 {f(m.get('ndcg_at_10'))} ({f(m.get('ndcg_at_10_lift'), '+.4f')} vs popularity)"
+
+
+def print_family_summary(rows: list[dict]) -> None:
+    fams = [f for r in rows for f in r.get("families", [])]
+    if not fams:
+        return
+    print()
+    fmt = "{:<17} {:<12} {:<11} {}"
+    print(fmt.format("family", "tenant", "week", "status / headline (test split)"))
+    for r in fams:
+        if not r["metrics"]:
+            print(fmt.format(r["family"], r["tenant"], r["week"], r["status"]))
+            continue
+        print(fmt.format(r["family"], r["tenant"], r["week"], f"{r['status']}: {_family_headline(r)}"))
+        prefix = r["family"] + "_"
+        gates = ", ".join(f"{g['check'][len(prefix):] if g['check'].startswith(prefix) else g['check']} "
+                          f"{g['result']}" for g in r["gates"])
+        print(f"{'':<17} gates: {gates}")
+
+
 def print_summary(rows: list[dict]) -> None:
+    print_risk_summary(rows)
+    print_family_summary(rows)
+
+
+def print_risk_summary(rows: list[dict]) -> None:
     fmt = "{:<12} {:<11} {:>7} {:>7} {:>7} {:>7}  {:<27} {}"
     print(fmt.format("tenant", "week", "rows", "AUC", "Brier", "ECE", "status", "gates passed"))
     for r in rows:
@@ -395,15 +560,17 @@ def cmd_run(args) -> int:
     from .partitions import partition_key
     from .recovery import SlotWatchdog
 
-    launch_failed = []
+    launch_failed, family_outcomes, family_seconds, family_cpu = [], {}, 0.0, 0.0
     # a run killed elsewhere while holding a pool slot must not stall this one
     with Launcher(instance) as launcher, SlotWatchdog(instance):
         ingest_failed = ingest_history(instance, weeks, until=targets, launcher=launcher)
         for tenant, week in targets.items():
             t0 = time.perf_counter()
+            trained = False
             for job in ("train_job", "score_job"):  # scoring only after a training run that passed its gates
                 print(f"$ {launch_cmd(job, tenant, week)}")
                 out = launcher.run(job, partition_key(tenant, week))
+                trained = trained or (job == "train_job" and out.success)
                 if not out.success:
                     launch_failed.append(tenant)
                     for ln in run_errors(instance, out.run_id)[-5:]:
@@ -411,22 +578,36 @@ def cmd_run(args) -> int:
                     break
             status = "FAILED" if tenant in launch_failed else "ok"
             print(f"  {tenant}|{week}: {status} in {time.perf_counter() - t0:.0f}s")
+            if args.families:
+                family_outcomes[tenant] = run_families(launcher, instance, incoming, tenant, week, trained,
+                                                       args.family_trials, args.family_seconds)
+                family_seconds += sum(o.get("seconds", 0.0) for o in family_outcomes[tenant].values())
+                family_cpu += sum(o.get("cpu_seconds", 0.0) for o in family_outcomes[tenant].values())
     print()
-    rows = summary_rows(instance, targets)
+    rows = summary_rows(instance, targets, family_outcomes)
+    if not args.families:
+        for r in rows:
+            r["families"] = [f for f in r["families"] if f["status"] != "not run"]
     print_summary(rows)
     for t in skipped:
         print(f"{t:<12} skipped: no complete week with a snapshots file yet")
-    print(f"\nmain job took {time.perf_counter() - t_start:.0f}s")
+    print(f"\nmain job took {time.perf_counter() - t_start:.0f}s"
+          + (f" (forecast and ranker: {family_seconds:.0f}s, CPU {family_cpu:.0f}s)" if family_seconds else ""))
     print("\nOpen the UI:      DAGSTER_HOME=$PWD/.dagster .venv/bin/dagster dev   (http://127.0.0.1:3000)")
     print(f"Open MLflow:      .venv/bin/mlflow ui --backend-store-uri sqlite:///{data_dir()}/mlflow.db   (http://127.0.0.1:5000)")
     return run_exit_code(rows, launch_failed, ingest_failed)
 
 
 def run_exit_code(rows: list[dict], launch_failed: list[str], ingest_failed: int) -> int:
-    """0 only when every tenant trained was evaluated (its gates passed or only warned) and nothing failed."""
+    """0 only when every tenant trained was evaluated (its gates passed or only warned) and nothing failed.
+
+    The forecast and ranker count like the risk model: a family run that failed, or whose blocking gate failed, is
+    a problem of its tenant (exit 1); a family skipped for want of its data (no interactions files) is not."""
     bad = {r["tenant"]: r["status"] for r in rows if not str(r["status"]).startswith("evaluated")}
     bad.update({t: bad.get(t, "materialize failed") for t in launch_failed})
     problems = [f"{t}: {why}" for t, why in sorted(bad.items())]
+    problems += [f"{f['tenant']} {f['family']}: {f['status']}" for r in rows for f in r.get("families", [])
+                 if f["status"].startswith(("blocked", "failed"))]
     if ingest_failed:
         problems.append(f"{ingest_failed} ingestion run(s) failed (`riskml failures`)")
     if not rows:
@@ -574,6 +755,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("run", help="the main job: data if missing, tenants, history, whole graph for the latest "
                                    "complete week of every tenant, summary")
     m.add_argument("--tenant", action="append", type=tenant_arg, help="only this tenant (repeatable)")
+    m.add_argument("--no-families", dest="families", action="store_false",
+                   help="only the risk model: skip the revenue forecast and the action ranker")
+    m.add_argument("--family-trials", type=positive_int, default=MAIN_JOB_FAMILY_TRIALS,
+                   help="selection budget of each family per tenant, in Optuna trials (default: %(default)s)")
+    m.add_argument("--family-seconds", type=positive_float, default=MAIN_JOB_FAMILY_SECONDS,
+                   help="... and in seconds, whichever comes first (default: %(default)s)")
     m.set_defaults(fn=cmd_run)
     b = sub.add_parser("backfill", help="run a job for every week of one tenant's history (in this process)")
     b.add_argument("--tenant", required=True, type=tenant_arg)
@@ -591,6 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("launch", help="one run of a job for one partition, recorded under the job in the UI "
                                        "(unlike `dg launch`/`dagster asset materialize` in Dagster 1.13)")
     la.add_argument("--job", required=True, choices=["ingest_job", "train_job", "score_job", "families_job",
+                                                     "forecast_job", "ranker_job",
                                                      "riskml_full_job"])
     la.add_argument("--partition", required=True, help="'tenant|week', e.g. 'acme|2026-11-16'")
     la.add_argument("--config-json", help="run config as JSON (as for `dagster job execute --config-json`)")

@@ -5,7 +5,9 @@ import dagster as dg
 INGEST_SELECTION = dg.AssetSelection.groups("ingest")
 TRAIN_SELECTION = dg.AssetSelection.groups("features", "prepare", "risk", "registry")
 SCORE_SELECTION = dg.AssetSelection.groups("scoring")
-FAMILY_SELECTION = dg.AssetSelection.groups("revenue_forecast", "action_ranker")
+FORECAST_SELECTION = dg.AssetSelection.groups("revenue_forecast")
+RANKER_SELECTION = dg.AssetSelection.groups("action_ranker")
+FAMILY_SELECTION = FORECAST_SELECTION | RANKER_SELECTION
 
 ingest_job = dg.define_asset_job("ingest_job", selection=INGEST_SELECTION,
                                  description="Validate and quarantine one tenant-week of incoming files.")
@@ -19,7 +21,15 @@ full_job = dg.define_asset_job("riskml_full_job", selection=INGEST_SELECTION | T
 families_job = dg.define_asset_job("families_job", selection=FAMILY_SELECTION,
                                    description="Revenue forecast (P10/P50/P90) and action ranker: selection, "
                                                "training and evaluation for one tenant-week.")
+# the main job (`riskml run`) launches the two families as separate jobs: the ranker only for tenants that send
+# recommendation feedback (interactions files), the forecast for every tenant whose training run passed
+forecast_job = dg.define_asset_job("forecast_job", selection=FORECAST_SELECTION,
+                                   description="Revenue forecast (P10/P50/P90): selection, training and evaluation "
+                                               "with its gates for one tenant-week (needs train_job's splits).")
+ranker_job = dg.define_asset_job("ranker_job", selection=RANKER_SELECTION,
+                                 description="Action ranker: selection, training and evaluation with its gates for "
+                                             "one tenant-week (needs recommendation_interactions).")
 llm_data_job = dg.define_asset_job("llm_data_job", selection=dg.AssetSelection.groups("llm"),
                                   description="Optional: LLM fine-tuning examples (JSONL) for one tenant-week, validated "
                                               "(needs dataset_splits of the week; not part of the main job).")
-jobs = [ingest_job, train_job, score_job, families_job, full_job, llm_data_job]
+jobs = [ingest_job, train_job, score_job, families_job, forecast_job, ranker_job, full_job, llm_data_job]

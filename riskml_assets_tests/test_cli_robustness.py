@@ -70,6 +70,57 @@ def test_run_exit_code_is_non_zero_for_any_blocked_or_failed_tenant(capsys):
     assert cli.run_exit_code([], [], 0) == 1           # nothing to train is not a success
 
 
+def _family(family, tenant, status, gates=()):
+    return {"family": family, "tenant": tenant, "week": "2026-11-16", "status": status, "metrics": {},
+            "gates": list(gates), "run_id": None}
+
+
+def test_a_blocked_or_failed_family_counts_like_a_failed_tenant_a_skipped_one_does_not(capsys):
+    """Issue 12 item 3 (decision): the forecast and ranker gates block like the risk model's; a family skipped
+    for want of its data (no interactions files) is reported, not an error."""
+    skipped = _family("action_ranker", "acme", "skipped: no recommendation feedback: no interactions-<date> file")
+    ok = {"tenant": "acme", "status": "evaluated", "families": [_family("revenue_forecast", "acme", "evaluated"),
+                                                                 skipped]}
+    assert cli.run_exit_code([ok], [], 0) == 0
+    blocked = {**ok, "families": [_family("revenue_forecast", "acme", "blocked by a gate (revenue_forecast_no_crossing)"),
+                                  skipped]}
+    assert cli.run_exit_code([blocked], [], 0) == 1
+    assert "acme revenue_forecast: blocked by a gate (revenue_forecast_no_crossing)" in capsys.readouterr().err
+    failed = {**ok, "families": [_family("action_ranker", "acme", "failed (see run)")]}
+    assert cli.run_exit_code([failed], [], 0) == 1
+    assert "acme action_ranker: failed (see run)" in capsys.readouterr().err
+
+
+def test_family_summary_prints_headline_metrics_and_every_gate_with_its_result(capsys):
+    fc = {**_family("revenue_forecast", "acme", "evaluated"),
+          "metrics": {"p50_mae": 12345.6, "coverage": 0.861, "nominal_coverage": 0.8, "pinball_skill": 0.2},
+          "gates": [{"check": "revenue_forecast_coverage_low", "result": "pass"},
+                    {"check": "revenue_forecast_not_overfit", "result": "warn"}]}
+    rk = {**_family("action_ranker", "acme", "blocked by a gate (action_ranker_beats_popularity)"),
+          "metrics": {"ndcg_at_10": 0.5123, "ndcg_at_10_lift": 0.0112, "queries": 300.0},
+          "gates": [{"check": "action_ranker_beats_popularity", "result": "FAIL"}]}
+    sk = _family("action_ranker", "initech", "skipped: no recommendation feedback")
+    cli.print_family_summary([{"families": [fc, rk]}, {"families": [sk]}])
+    out = capsys.readouterr().out
+    assert re.search(r"^revenue_forecast\s+acme\s+2026-11-16\s+evaluated: P50 MAE 12,346, P10-P90 coverage 0.861 "
+                     r"\(nominal 0.80\)$", out, re.M), out
+    assert "gates: coverage_low pass, not_overfit warn" in out
+    assert "NDCG@10 0.5123 (+0.0112 vs popularity)" in out and "gates: beats_popularity FAIL" in out
+    assert re.search(r"^action_ranker\s+initech\s+2026-11-16\s+skipped: no recommendation feedback$", out, re.M)
+
+
+def test_ranker_runs_only_for_tenants_with_interactions_up_to_the_week(tmp_path):
+    incoming = tmp_path / "incoming"
+    _touch(incoming, "acme", "snapshots", _monday(3))
+    _touch(incoming, "acme", "interactions", _monday(1))
+    _touch(incoming, "initech", "snapshots", _monday(3))
+    assert cli.interaction_weeks(incoming, "acme", _monday(3).isoformat()) == []  # only a later file
+    assert cli.interaction_weeks(incoming, "acme", _monday(1).isoformat()) == [_monday(1).isoformat()]
+    assert cli.interaction_weeks(incoming, "initech", _monday(1).isoformat()) == []
+    assert cli.family_run_config("action_ranker", 3, 20) == {
+        "ops": {"action_ranker_model": {"config": {"n_trials": 3, "timeout_seconds": 20.0}}}}
+
+
 @pytest.mark.slow
 def test_riskml_run_with_every_tenant_blocked_prints_the_summary_and_exits_1(tmp_path):
     """The real CLI (about 30 s): one tenant whose only week has no valid row is blocked by its gates."""
@@ -129,6 +180,9 @@ ARG_ERRORS = [
     (["checks", "--tenant", "acme", "--week", "last week"], "'last week' is not a date YYYY-MM-DD"),
     (["backfill", "--tenant", "acme", "--from", "2026-02-30"], "'2026-02-30' is not a date"),
     (["ingest-history", "--tenant", "Bad Tenant"], "invalid tenant id 'Bad Tenant'"),
+    (["run", "--family-trials", "0"], "argument --family-trials: 0 must be at least 1"),
+    (["run", "--family-seconds", "-5"], "argument --family-seconds: -5 must be a finite number above 0"),
+    (["run", "--family-seconds", "soon"], "'soon' is not a number"),
 ]
 
 

@@ -196,6 +196,9 @@ def _evaluate_forecast(test, artifact, ctx):
     rep = FC.evaluate_forecast(test, Q, artifact["alphas"], expected=FC.predict_expected(artifact, test, Q),
                                oracle_Q=ctx.get("oracle_quantiles"))
     rep["mean_pinball"] = rep["model"]["mean_pinball"]
+    # headline numbers (flat, so the asset's metadata and the main job's summary carry them)
+    rep["p50_mae"], rep["naive_p50_mae"] = rep["point"]["mae"], rep["naive_point"]["mae"]
+    rep["nominal_coverage"] = rep["model"].get("nominal_coverage")
     rep["raw_crossing_rate_validation"] = artifact.get("validation_raw_crossing_rate")
     return rep
 
