@@ -11,7 +11,7 @@ from ..checks import gate_results, gate_specs
 from ..core import drift as D
 from ..core.contract import week_bounds
 from ..core.features import LABEL
-from ..core.scoring import compute_features, score_open_opportunities
+from ..core.scoring import concat_frames, rows_between, score_with_features
 from ..partitions import lookback_mapping, split_key, tenant_week
 from ..registry import ModelRegistry, mlflow_model_version_url, mlflow_run_url, register_risk_candidate
 from ..resources import RiskmlSettings
@@ -47,15 +47,9 @@ class RegisterConfig(dg.Config):
 
 
 _window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
-
-
-def _window(frames, week: str, window_weeks: int = 52) -> pd.DataFrame:
-    df = concat(frames)
-    if len(df) == 0:
-        return df
-    _, end = week_bounds(week)
-    ts = pd.to_datetime(df["snapshot_date"])
-    return df[(ts < end) & (ts >= end - pd.Timedelta(weeks=window_weeks))].reset_index(drop=True)
+# read as polars frames (no pandas round trip): risk_scores stays in polars until the model needs numpy
+_window_in_polars = dict(partition_mapping=lookback_mapping,
+                         metadata={"allow_missing_partitions": True, "frame_type": "polars"})
 
 
 @dg.asset(
@@ -78,9 +72,9 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     fitted_on = dataset_splits["split"].isin(["train", "validation"])
     trained = dataset_splits.loc[fitted_on, "opportunity_id"].astype(str).unique()
     history, acts = concat(risk_snapshots), concat(activity_events)
-    reference, _ = compute_features(_window(risk_snapshots, week), acts if len(acts) else None,
-                                    feature_manifest["features"])
-    reference = reference.sample(n=min(len(reference), 5000), random_state=0).reset_index(drop=True)
+    # the drift reference: the feature rows the model was trained on (the train split already carries them;
+    # nothing is recomputed), at most 5,000 rows
+    reference = D.reference_from_train(dataset_splits, feature_manifest["features"])
     metrics = {k: risk_evaluation["calibrated"][k] for k in ("auc", "brier", "ece", "log_loss", "f1")}
     metrics["brier_skill"] = risk_evaluation["brier_skill"]
     gates = dict(risk_evaluation.get("gates", {}))
@@ -158,7 +152,7 @@ class ScoreConfig(dg.Config):
 @dg.asset(
     partitions_def=tenant_week, group_name="scoring", kinds={"xgboost", "parquet"}, owners=OWNERS, code_version="1",
     tags={"domain": "risk", "family": "risk"}, deps=[registered_models],
-    ins={"risk_snapshots": dg.AssetIn(**_window_in), "activity_events": dg.AssetIn(**_window_in)},
+    ins={"risk_snapshots": dg.AssetIn(**_window_in_polars), "activity_events": dg.AssetIn(**_window_in_polars)},
     check_specs=gate_specs("risk_scores", ("risk_scores_drift", "risk_scores_drift_warn")),
     description="Calibrated P(lost) for the week's open opportunities from the tenant's champion, computed with "
                 "exactly the champion's pinned feature versions (a mismatch fails loudly); PSI drift vs the "
@@ -175,17 +169,15 @@ def risk_scores(context: dg.AssetExecutionContext, config: ScoreConfig, riskml: 
     chall = None
     if config.challenger_share > 0 and reg.alias_version(tenant, "risk", "challenger") not in (None, champ["version"]):
         chall = reg.load(tenant, "risk", alias="challenger")
-    history, acts = concat(risk_snapshots), concat(activity_events)
+    history, acts = concat_frames(risk_snapshots), concat_frames(activity_events)
     start, end = week_bounds(week)
-    ts = pd.to_datetime(history["snapshot_date"]) if len(history) else pd.Series(dtype="datetime64[ns]")
-    latest = history[(ts >= start) & (ts < end)] if len(history) else history
+    latest = rows_between(history, start, end)
     if len(latest) == 0:
         raise dg.Failure(description=f"no snapshots of {tenant} in week {week} to score")
-    scores = score_open_opportunities(history, acts if len(acts) else None, latest, champ, chall,
+    # features computed once (from the scored opportunities' history): scored, and compared with the
+    # champion's training data for drift
+    scores, new = score_with_features(history, acts if len(acts) else None, latest, champ, chall,
                                       config.challenger_share)
-    # drift of the scored rows' features against the champion's training data
-    feats, _ = compute_features(history, acts if len(acts) else None, champ["manifest"])
-    new = feats.merge(scores[["opportunity_id", "snapshot_date"]], on=["opportunity_id", "snapshot_date"])
     used = [f for f in champ["artifact"]["features"] if f in new.columns]
     kinds = {f: champ["artifact"]["feature_kinds"][f] for f in used}
     gates = riskml.gates()
