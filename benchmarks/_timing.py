@@ -6,7 +6,7 @@ untimed warm-up call of each side, and prints for each side the min and median a
 of the mins and of the medians. The printed lines have a fixed form so ``parse_output`` can read them back:
 
     [P3] time project: min 1.234 s, median 1.301 s (n=3)
-    [P3] ratio project/polars_floor: min 1.05, median 1.07 (goal <= 1.2: met)
+    [P3] ratio project/polars_floor: min 1.05, median 1.07, paired median 1.06 (goal <= 1.2: met)
     [P3] value peak_rss: 1843.2 MiB (goal <= 2048: met)
 
 ``--code-root DIR`` imports ``riskml_assets`` from another checkout (e.g. a worktree of an older commit), so
@@ -155,10 +155,13 @@ def report_times(tag: str, times: Mapping[str, list[float]]) -> None:
 
 def report_ratio(tag: str, times: Mapping[str, list[float]], a: str, b: str,
                  goal: tuple[str, float] | None = None) -> float:
-    """Print a/b as the ratio of the mins and of the medians; the goal is judged on the medians."""
+    """Print a/b as the ratio of the mins, of the medians, and the median of the paired ratios a_i/b_i (the two
+    calls of repetition i ran back to back, so they saw about the same load); the goal is judged on the medians."""
     r_min = min(times[a]) / min(times[b])
     r_med = statistics.median(times[a]) / statistics.median(times[b])
-    print(f"[{tag}] ratio {a}/{b}: min {r_min:.2f}, median {r_med:.2f}{_goal_text(goal, r_med)}", flush=True)
+    paired = statistics.median(x / y for x, y in zip(times[a], times[b]))
+    print(f"[{tag}] ratio {a}/{b}: min {r_min:.2f}, median {r_med:.2f}, paired median {paired:.2f}"
+          f"{_goal_text(goal, r_med)}", flush=True)
     return r_med
 
 
@@ -173,6 +176,7 @@ def note(tag: str, text: str) -> None:
 _TIME = re.compile(r"^\[(?P<tag>[^\]]+)\] time (?P<name>.+?): min (?P<min>[\d.]+) s, median (?P<median>[\d.]+) s "
                    r"\(n=(?P<n>\d+)\)$")
 _RATIO = re.compile(r"^\[(?P<tag>[^\]]+)\] ratio (?P<name>.+?): min (?P<min>[\d.]+), median (?P<median>[\d.]+)"
+                    r"(?:, paired median (?P<paired>[\d.]+))?"
                     r"(?: \(goal (?P<op><=|>=) (?P<goal>[\d.e+-]+): (?P<met>met|NOT met)\))?$")
 _VALUE = re.compile(r"^\[(?P<tag>[^\]]+)\] value (?P<name>.+?): (?P<value>[-\d.e+]+)(?: (?P<unit>[^(]+?))?"
                     r"(?: \(goal (?P<op><=|>=) (?P<goal>[\d.e+-]+): (?P<met>met|NOT met)\))?$")
@@ -186,7 +190,7 @@ def parse_output(text: str) -> dict[str, dict[str, dict]]:
             m = rx.match(line.strip())
             if m:
                 d = {k: v for k, v in m.groupdict().items() if v is not None}
-                for k in ("min", "median", "value", "goal"):
+                for k in ("min", "median", "paired", "value", "goal"):
                     if k in d:
                         d[k] = float(d[k])
                 out[kind][d.pop("name")] = d

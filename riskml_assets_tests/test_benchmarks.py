@@ -40,6 +40,7 @@ def test_printed_figures_parse_back(capsys):
     figs = T.parse_output(capsys.readouterr().out)
     assert figs["time"]["a"] == {"tag": "X", "min": 2.0, "median": 3.0, "n": "3"}
     assert figs["ratio"]["a/b"]["min"] == 2.0 and figs["ratio"]["a/b"]["median"] == 3.0
+    assert figs["ratio"]["a/b"]["paired"] == 2.0  # median of 2/1, 3/1, 4/2
     assert figs["ratio"]["a/b"]["met"] == "NOT met" and figs["ratio"]["b/a"]["met"] == "NOT met"
     assert figs["value"]["rss"]["value"] == pytest.approx(1843.0) and figs["value"]["rss"]["met"] == "met"
     assert figs["value"]["rss"]["unit"] == "MiB"
