@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from riskml_assets.core import evaluation, pooled, simulator, training
@@ -159,3 +160,38 @@ def test_grouped_folds_keep_isotonic_from_memorising_an_opportunitys_outcome():
     assert grouped["isotonic"] > row_folds + 0.01 and grouped["isotonic"] > grouped["none"]  # grouped: 0.191
     cal = pooled.calibrate_for_tenant(p, y, groups=groups)
     assert cal["method"] != "isotonic"
+
+
+@pytest.mark.slow
+def test_pooled_models_of_the_three_default_tenants_against_oracle_and_crm(manifest):
+    """All three simulator tenants opt in (the main job's 52-week window): each tenant's pooled model against its
+    own model, the oracle and the CRM's risk_score on its test rows. Prints the table (run with -s)."""
+    sims, frames = {}, {}
+    for spec in simulator.DEFAULT_TENANTS:
+        sims[spec.name], frames[spec.name] = _splits(spec, manifest)
+    rows = []
+    for t in ("initech", "globex", "acme"):
+        df = frames[t]
+        tr, va, te = (df[df.split == s] for s in ("train", "validation", "test"))
+        y = te[LABEL].to_numpy(int)
+        truth = te["opportunity_id"].map(sims[t].truth.set_index("opportunity_id")["p_lost_true"]).to_numpy()
+        own = training.train_xgb_classifier(tr, va, manifest)
+        own_cal = evaluation.fit_risk_calibrator(training.predict_raw(own, va), va[LABEL].to_numpy(int))
+        res = pooled.train_pooled_model(frames, t, manifest, list(frames))
+        preds = {"own": evaluation.apply_calibrator(own_cal, training.predict_raw(own, te)),
+                 "pooled": pooled.predict_pooled(res["model"], te, t, res["calibrator"]), "oracle": truth}
+        crm = M.brier(y, te["baseline_risk_score"].to_numpy(float))
+        for name, p in preds.items():
+            rows.append({"tenant": t, "model": name, "test_rows": len(y), "brier": M.brier(y, p),
+                         "brier_ratio": M.brier(y, p) / M.brier(y, truth),
+                         "expected_ratio": _expected_brier(p, truth) / _expected_brier(truth, truth),
+                         "auc": M.roc_auc(y, p), "ece": M.ece(y, p), "crm_brier": crm})
+    table = pd.DataFrame(rows)
+    print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    by = table.set_index(["tenant", "model"])
+    for t in ("initech", "globex", "acme"):
+        pool, own = by.loc[(t, "pooled")], by.loc[(t, "own")]
+        assert pool["expected_ratio"] <= 1.10, (t, pool.to_dict())  # within 10 % of the oracle (ground truth)
+        assert pool["expected_ratio"] <= own["expected_ratio"] + 0.005, t  # never worse than the tenant's own model
+        assert pool["brier"] < pool["crm_brier"], t  # better than the CRM's own risk_score on the same rows
+        assert pool["brier_ratio"] <= 1.10, (t, pool.to_dict())
