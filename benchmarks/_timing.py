@@ -151,6 +151,7 @@ def _goal_text(goal: tuple[str, float] | None, value: float) -> str:
 def report_times(tag: str, times: Mapping[str, list[float]]) -> None:
     for n, ts in times.items():
         print(f"[{tag}] time {n}: min {min(ts):.3f} s, median {statistics.median(ts):.3f} s (n={len(ts)})")
+    note(tag, "seconds in run order: " + "; ".join(f"{n} " + " ".join(f"{t:.2f}" for t in ts) for n, ts in times.items()))
 
 
 def report_ratio(tag: str, times: Mapping[str, list[float]], a: str, b: str,
