@@ -83,3 +83,27 @@ def test_keys_and_paths_checked_by_the_io_manager():
     assert not is_inside(base, UPath("memory://bucket/assets-other/x"))
     local = UPath("store/assets")
     assert is_inside(local, local / "a" / ".." / "b") and not is_inside(local, local / ".." / "b")
+
+
+@dg.asset(partitions_def=tenant_week, ins={"probe": dg.AssetIn(metadata={"frame_type": "polars"})})
+def polars_reader(probe) -> dict:
+    return {"type": type(probe).__module__.split(".")[0], "x": [int(v) for v in probe["x"]]}
+
+
+@dg.asset(partitions_def=tenant_week)
+def pandas_reader(probe) -> dict:
+    return {"type": type(probe).__module__.split(".")[0], "x": [int(v) for v in probe["x"]]}
+
+
+def test_an_input_declared_polars_reads_parquet_as_polars_others_as_pandas(store):
+    """Issue 11: windowed inputs cannot carry a frame type annotation ({partition: frame}); input metadata
+    ``frame_type: polars`` makes the IO manager read their parquet as polars (no pandas round trip)."""
+    import json
+
+    root, instance, resources = store
+    res = dg.materialize([probe, polars_reader, pandas_reader], partition_key=f"acme|{WEEK}", instance=instance,
+                         resources=resources)
+    assert res.success
+    got = {name: json.loads((root / "store" / "assets" / name / "acme" / f"{WEEK}.json").read_text())
+           for name in ("polars_reader", "pandas_reader")}
+    assert got == {"polars_reader": {"type": "polars", "x": [1, 2]}, "pandas_reader": {"type": "pandas", "x": [1, 2]}}

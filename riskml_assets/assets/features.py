@@ -38,6 +38,9 @@ def lock_mismatches(manifest: dict, lock_path: Path = FEATURE_LOCK) -> list[str]
 
 
 _window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
+# read as polars frames: the features are computed in polars, no pandas round trip of the history
+_window_in_polars = dict(partition_mapping=lookback_mapping,
+                         metadata={"allow_missing_partitions": True, "frame_type": "polars"})
 
 
 def history_before(snapshots: pd.DataFrame, end) -> pd.DataFrame:
@@ -96,8 +99,8 @@ class TrainingExamplesConfig(dg.Config):
 @dg.asset(
     partitions_def=tenant_week, group_name="features", kinds={"polars", "parquet"}, owners=OWNERS, code_version="1",
     tags={"domain": "risk"},
-    ins={"risk_snapshots": dg.AssetIn(**_window_in), "opportunity_outcomes": dg.AssetIn(**_window_in),
-         "activity_events": dg.AssetIn(**_window_in)},
+    ins={"risk_snapshots": dg.AssetIn(**_window_in_polars), "opportunity_outcomes": dg.AssetIn(**_window_in_polars),
+         "activity_events": dg.AssetIn(**_window_in_polars)},
     check_specs=gate_specs("training_examples", ("training_examples_min_rows", "training_examples_max_null_rate",
                                                  "training_examples_parity")),
     description="Point-in-time features (pinned versions) for every labelled snapshot in the rolling window, "
@@ -107,7 +110,8 @@ def training_examples(context: dg.AssetExecutionContext, config: TrainingExample
                       risk_snapshots, opportunity_outcomes, activity_events, feature_manifest: dict):
     tenant, week = split_key(context)
     _, end = week_bounds(week)
-    snaps, outs, acts = concat(risk_snapshots), concat(opportunity_outcomes), concat(activity_events)
+    snaps, outs, acts = (F.concat_frames(risk_snapshots), F.concat_frames(opportunity_outcomes),
+                         F.concat_frames(activity_events))
     context.log.info(f"training_examples {tenant}|{week}: {len(snaps)} snapshot rows, {len(outs)} outcomes, "
                      f"{len(acts)} activity events in the {config.window_weeks}-week window + history")
     manifest = feature_manifest["features"]

@@ -605,6 +605,25 @@ def _to_polars(df) -> pl.DataFrame:
         return pl.from_pandas(df)
 
 
+def concat_frames(frames) -> pl.DataFrame:
+    """One polars frame from a windowed input's per-partition frames (a frame, a list, or {partition: frame},
+    None for a missing partition), in partition order. Columns missing from a week are null there; differing
+    dtypes across weeks take their common supertype (text when numbers and text mix)."""
+    if frames is None:
+        return pl.DataFrame()
+    if isinstance(frames, dict):
+        frames = [v for _, v in sorted(frames.items())]
+    elif isinstance(frames, (pl.DataFrame, pd.DataFrame)):
+        frames = [frames]
+    parts = [_to_polars(f) for f in frames if f is not None and len(f)]
+    if not parts:
+        return pl.DataFrame()
+    try:
+        return pl.concat(parts, how="diagonal_relaxed")
+    except (pl.exceptions.PolarsError, TypeError):  # e.g. a text column that is a date in another week
+        return _to_polars(pd.concat([p.to_pandas() for p in parts], ignore_index=True))
+
+
 def _ms(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("ms"))
 
@@ -866,7 +885,7 @@ def build_training_examples(snapshots, outcomes, activities, manifest: Mapping[s
         (pl.col("risk_score").cast(pl.Float64) if "risk_score" in base.columns
          else pl.lit(None, pl.Float64)).alias("baseline_risk_score"),
     )
-    rows = feats.join(extras, on=["opportunity_id", "snapshot_date"], how="left")
+    rows = feats.hstack(extras.drop("opportunity_id", "snapshot_date"))  # row-aligned with base: no join
     in_window = rows.filter((pl.col("snapshot_date") >= start) & (pl.col("snapshot_date") < end))
     o, conflicts, conflict_counts = resolve_outcomes(outcomes, partition_end)
     seen = set(rows["opportunity_id"].unique().to_list())

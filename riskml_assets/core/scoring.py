@@ -227,23 +227,7 @@ def _scored_features(snapshots_history, activities, latest: pd.DataFrame, manife
     return _to_pandas_keys(rows), unavailable
 
 
-def concat_frames(frames) -> pl.DataFrame:
-    """One polars frame from a windowed input's per-partition frames (a frame, a list, or {partition: frame},
-    None for a missing partition), in partition order. Columns missing from a week are null there; differing
-    dtypes across weeks take their common supertype (text when numbers and text mix)."""
-    if frames is None:
-        return pl.DataFrame()
-    if isinstance(frames, dict):
-        frames = [v for _, v in sorted(frames.items())]
-    elif isinstance(frames, (pl.DataFrame, pd.DataFrame)):
-        frames = [frames]
-    parts = [F._to_polars(f) for f in frames if f is not None and len(f)]
-    if not parts:
-        return pl.DataFrame()
-    try:
-        return pl.concat(parts, how="diagonal_relaxed")
-    except (pl.exceptions.PolarsError, TypeError):  # e.g. a text column that is a date in another week
-        return F._to_polars(pd.concat([p.to_pandas() for p in parts], ignore_index=True))
+concat_frames = F.concat_frames  # one polars frame from a windowed input's per-partition frames
 
 
 def rows_between(frame: pl.DataFrame, start, end) -> pl.DataFrame:
