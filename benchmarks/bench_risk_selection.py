@@ -69,9 +69,9 @@ def main() -> None:
     for spec in simulator.parse_tenants(args.tenants):
         parts, manifest, truth = tenant_splits(spec)
         default = training.XGBParams(n_threads=args.threads, seed=args.seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         base = training.train_xgb_classifier(parts["train"], parts["validation"], manifest, default)
-        t_base = time.perf_counter() - t0
+        t_base, cpu_base = time.perf_counter() - t0, time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
         art = training.select_and_train(parts["train"], parts["validation"], manifest, default,
                                         training.SelectionSettings(n_trials=args.trials,
@@ -81,12 +81,20 @@ def main() -> None:
         s = art["selection"]
         d, c = calibrated_test(base, parts), calibrated_test(art, parts)
         te = parts["test"]
-        row = {"tenant": spec.name, "train_rows": len(parts["train"]), "test_rows": len(te),
-               "chosen": s["chosen"], "best_trial": s["best_trial_algorithm"], "switched": s["switched"],
-               "cv_default": round(s["default"]["cv_auc_mean"], 4), "cv_best": round(s["best_trial"]["cv_auc_mean"], 4),
-               "cv_diff": round(s["cv_difference_mean"], 4), "cv_diff_se": round(s["cv_difference_se"], 4),
-               "stopped_by": s["stopped_by"], "complete": s["n_complete"], "pruned": s["n_pruned"],
-               "cv_rows": s["cv_rows"], "default_fit_s": round(t_base, 1), "select_and_train_s": round(t_sel, 1),
+        on = s["enabled"]
+        row = {"tenant": spec.name, "train_rows": len(parts["train"]),
+               "train_opportunities": parts["train"]["opportunity_id"].nunique(), "test_rows": len(te),
+               "chosen": s["chosen"], "best_trial": s["best_trial_algorithm"] if on else "(skipped)",
+               "switched": s["switched"],
+               "cv_default": round(s["default"]["cv_auc_mean"], 4) if on else None,
+               "cv_best": round(s["best_trial"]["cv_auc_mean"], 4) if on else None,
+               "cv_diff": round(s["cv_difference_mean"], 4) if on else None,
+               "cv_diff_se": round(s["cv_difference_se"], 4) if on else None,
+               "stopped_by": s["stopped_by"] if on else s["reason"], "complete": s.get("n_complete"),
+               "pruned": s.get("n_pruned"), "cv_rows": s.get("cv_rows"),
+               "trial_wall_s_per_candidate": ({a: round(v["seconds"], 1) for a, v in s["per_candidate"].items()} if on else None),
+               "default_fit_s": round(t_base, 1), "default_fit_cpu_s": round(cpu_base, 1),
+               "select_and_train_s": round(t_sel, 1),
                "select_and_train_cpu_s": round(cpu_sel, 1), "load1": round(os.getloadavg()[0], 1),
                "test_auc_default": round(d["auc"], 4), "test_auc_chosen": round(c["auc"], 4),
                "test_brier_default": round(d["brier"], 4), "test_brier_chosen": round(c["brier"], 4)}

@@ -56,14 +56,14 @@ class RiskModelConfig(dg.Config):
     selection_candidates: list[str] = Field(
         ["xgboost", "lightgbm", "random_forest"],
         description="Algorithms the selection may choose (some of xgboost, lightgbm, random_forest).")
-    selection_trials: int = Field(6, ge=1, description="Optuna trials (the bound that makes the choice "
+    selection_trials: int = Field(5, ge=1, description="Optuna trials (the bound that makes the choice "
                                                        "deterministic by seed).")
     selection_timeout_seconds: float = Field(
         60.0, gt=0, description="Safety cap of the selection in seconds (checked between trials and folds); when it "
                                 "stops the selection before selection_trials, the choice depends on the machine's "
                                 "speed (metadata: selection_stopped_by).")
     selection_folds: int = Field(3, ge=2, description="Cross-validation folds (expanding windows in closing time).")
-    selection_max_rows: int = Field(4000, ge=100, description="Cross-validate on at most this many train rows "
+    selection_max_rows: int = Field(3000, ge=100, description="Cross-validate on at most this many train rows "
                                                               "(whole opportunities); the final fit uses all.")
     selection_min_opportunities: int = Field(
         200, ge=0, description="Skip the selection (fixed XGBoost params) below this many train opportunities: the "

@@ -302,13 +302,13 @@ class SelectionSettings:
     ``seed``) with ``timeout_seconds`` as a safety cap only (a run the cap stops depends on the machine)."""
 
     candidates: Sequence[str] = RISK_ALGORITHMS
-    n_trials: int = 6
+    n_trials: int = 5
     timeout_seconds: float | None = 60.0
     n_folds: int = 3
     time_ordered: bool = True
     n_threads: int = 2
     min_improvement_se: float = 1.0  # switch when the mean fold difference exceeds this many standard errors
-    max_rows: int | None = 4000  # cross-validate on at most this many train rows (whole opportunities, seeded)
+    max_rows: int | None = 3000  # cross-validate on at most this many train rows (whole opportunities, seeded)
     max_trees: int | None = 250  # upper bound of every candidate's n_estimators range in the search (None: as is)
     min_opportunities: int = 200  # fewer train opportunities: CV too noisy to beat the default, selection skipped
 
