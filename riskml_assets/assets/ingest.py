@@ -41,9 +41,18 @@ INGEST_ASSETS = {
 }
 
 
-def week_files(incoming: Path, kind: str, week: str, today: dt.date | None = None) -> list[Path]:
+def week_files(incoming: Path, kind: str, week: str, today: dt.date | None = None,
+               accepted: list[Path] | None = None) -> list[Path]:
     """The tenant's ``kind`` files the ingestion of ``week`` reads (``core.ingest.files_for_week``), among
-    the files whose date is inside the accepted range (``core.contract.week_in_range``)."""
+    the files whose date is inside the accepted range (``core.contract.week_in_range``); ``accepted``: that
+    list already made (``accepted_files``, once for the weeks of a history run)."""
+    if accepted is None:
+        accepted = accepted_files(incoming, today)
+    return core_ingest.files_for_week(kind, accepted, week)
+
+
+def accepted_files(incoming: Path, today: dt.date | None = None) -> list[Path]:
+    """The tenant folder's contract files whose date may become a partition (sorted by name)."""
     if not incoming.exists():
         return []
     accepted = []
@@ -56,7 +65,7 @@ def week_files(incoming: Path, kind: str, week: str, today: dt.date | None = Non
             continue  # a symbolic link leaving the tenant folder, or dangling: the sensor reports it
         if week_in_range(d, today=today, first=PARTITIONS_START).ok:
             accepted.append(f)
-    return core_ingest.files_for_week(kind, accepted, week)
+    return accepted
 
 
 def _write_quarantine(settings: RiskmlSettings, kind: str, tenant: str, week: str, q: pd.DataFrame) -> Path | None:
@@ -70,18 +79,27 @@ def _write_quarantine(settings: RiskmlSettings, kind: str, tenant: str, week: st
     return path
 
 
-def _ingest_week(context, riskml: RiskmlSettings, kind: str, tenant: str, week: str):
+def _ingest_week(context, riskml: RiskmlSettings, kind: str, tenant: str, week: str, history: dict | None = None):
     """Validate one tenant-week of ``kind``: (valid frame, gate results, materialization metadata).
 
-    ContractError when the week has files and none of them can be read (after writing its quarantine)."""
+    ``history``: shared by the weeks of one run (its ``now``, the tenant folder's accepted files, and the files
+    already read and row-checked). ContractError when the week has files and none of them can be read (after
+    writing its quarantine)."""
     name, _, gates = INGEST_ASSETS[kind]
     incoming = riskml.tenant_dir(tenant)
-    files = week_files(incoming, kind, week)
+    history = history if history is not None else {}
+    if "now" not in history:
+        history["now"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    accepted = history.get(("accepted", tenant))
+    if accepted is None:
+        accepted = history[("accepted", tenant)] = accepted_files(incoming)
+    files = week_files(incoming, kind, week, accepted=accepted)
     context.log.info(f"{name}: {len(files)} {kind} file(s) for tenant {tenant}, week {week}: "
                      f"{[f.name for f in files]}")
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = history["now"]
     try:
-        res = core_ingest.ingest_week(kind, files, tenant=tenant, now=now, week=week, first_week=PARTITIONS_START)
+        res = core_ingest.ingest_week(kind, files, tenant=tenant, now=now, week=week, first_week=PARTITIONS_START,
+                                      cache=history.setdefault("files", {}))
     except ContractError as exc:  # files, but none readable (or a file of another kind): nothing to ingest
         bad = core_ingest.unreadable_records(kind, tenant, [(",".join(f.name for f in files), str(exc))])
         _write_quarantine(riskml, kind, tenant, week, bad)
@@ -173,12 +191,12 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
             return
         # several tenant-weeks in one run (single-run backfill): one frame per week, written by the IO manager
         # to the week's own path; metadata and gate results per week
-        frames, evaluations = {}, []
+        frames, evaluations, history = {}, [], {}
         for key in context.partition_keys:
             dims = tenant_week.get_partition_key_from_str(str(key)).keys_by_dimension
             tenant, week = validate_tenant(dims["tenant"]), dims["week"]
             try:
-                valid, checks, metadata = _ingest_week(context, riskml, kind, tenant, week)
+                valid, checks, metadata = _ingest_week(context, riskml, kind, tenant, week, history)
             except ContractError as exc:
                 context.log.error(f"{name} {key}: {exc}")
                 valid, checks, metadata = _unreadable_week(riskml, kind, exc)

@@ -864,8 +864,26 @@ def files_for_week(kind: str, paths, week: str) -> list[Path]:
     return sorted(out, key=lambda f: f.name)
 
 
+def _reuse(part: _Part, file_idx: int) -> _Part:
+    """A fresh copy of a checked file for one more week (``_select_week`` narrows flags, info and candidates)."""
+    flags = _Flags.__new__(_Flags)
+    flags.code, flags.reason, flags.flagged = part.flags.code, part.flags.reason, part.flags.flagged.copy()
+    cand = part.cand
+    if cand is not None and file_idx != part.file_idx:
+        cand = cand.assign(**{_FILE: file_idx})
+    return _Part(file_idx, part.source_file, part.raw, flags, cand, dict(part.info), part.owner)
+
+
+def _file_key(p: Path, *rest) -> tuple | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return (str(p.resolve()), st.st_mtime_ns, st.st_size, *rest)
+
+
 def ingest_week(kind: str, paths, *, tenant: str, now: dt.datetime, week: str,
-                first_week: str | None = None) -> IngestResult:
+                first_week: str | None = None, cache: dict | None = None) -> IngestResult:
     """The rows of ``kind`` that belong to the Monday-anchored ``week``, read from ``paths``
     (contract-named files, e.g. :func:`files_for_week`), one unreadable file never stopping the others.
 
@@ -884,6 +902,10 @@ def ingest_week(kind: str, paths, *, tenant: str, now: dt.datetime, week: str,
 
     ``len(valid) + stats["rows_quarantined"] == stats["rows_read"]`` (rows of this week);
     ``len(quarantine) == stats["rows_quarantined"] + len(stats["unreadable_files"])``.
+
+    ``cache``: a dict shared by the weeks of one history (same ``now``): a file read and row-checked for one
+    week is reused by the next (an outcomes file feeds up to LATE_WEEKS + 1 weeks), keyed by its path, mtime
+    and size, so a changed file is read again. The results are the same as without it.
     """
     now_ts = _check_call(kind, tenant, now)
     start_d = dt.date.fromisoformat(week)
@@ -902,13 +924,21 @@ def ingest_week(kind: str, paths, *, tenant: str, now: dt.datetime, week: str,
                 raise ContractError(f"{p.name}: an {kind} file needs a contract name <kind>-<YYYY-MM-DD> (its date "
                                     "decides which closes it may report)")
             file_date = contract.parse_incoming_name(p.name)[1]
+        key = _file_key(p, kind, now_ts, file_date, first) if cache is not None else None
+        if key is not None and key in cache:
+            parts.append(_reuse(cache[key], i))
+            continue
         try:
             df = read_incoming_file(p)
         except ContractError as exc:
             unreadable.append((p.name, str(exc)))
             continue
-        parts.append(_check_rows(kind, df, source_file=p.name, now=now_ts, file_idx=i, file_date=file_date,
-                                 first_week=first))
+        part = _check_rows(kind, df, source_file=p.name, now=now_ts, file_idx=i, file_date=file_date,
+                           first_week=first)
+        if key is not None:
+            cache[key] = part
+            part = _reuse(part, i)
+        parts.append(part)
     if unreadable and not parts:
         raise ContractError("no readable file: " + "; ".join(r for _, r in unreadable))
     if routed:

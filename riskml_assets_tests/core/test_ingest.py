@@ -802,3 +802,44 @@ def test_one_unreadable_file_does_not_drop_the_week(tmp_path: Path):
     assert broken.name in str(err.value)
     # no file at all is not an error: an empty week
     assert len(ingest.ingest_week("snapshots", [], tenant=TENANT, now=NOW, week="2024-01-08").valid) == 0
+
+
+# --------------------------------------------------------------------------- issue 11: one history, files read once
+
+
+def test_a_history_reads_each_file_once_with_the_same_results(tmp_path):
+    """The weeks of one history share a cache: an outcomes file feeding several weeks is read and checked once, and
+    every week's valid rows, quarantine and stats are those of an ingestion without the cache."""
+    import os
+
+    from riskml_assets.core import contract, simulator
+    from riskml_assets.core.ingest import files_for_week, ingest_week
+
+    sim = simulator.simulate_tenant(simulator.TenantSpec("cacheco", 10.0, 5), weeks=6)
+    files = simulator.write_tenant(sim, tmp_path / "in", tmp_path / "oracle")
+    outcomes = sorted(p for p in files if p.name.startswith("outcomes-"))
+    # a bad row in the first file: its quarantine must still appear in its own week only
+    first = pd.read_parquet(outcomes[0])
+    bad = first.head(1).copy()
+    bad["opportunity_id"], bad["closed_at"] = "bad-x", pd.Timestamp("2029-06-01")  # after the file's date
+    pd.concat([first, bad], ignore_index=True).to_parquet(outcomes[0])
+    weeks = sorted({contract.week_start(contract.parse_incoming_name(p.name)[1]).isoformat() for p in outcomes})
+    now = dt.datetime(2030, 1, 1)
+    cache, reads, quarantined = {}, 0, 0
+    for w in weeks:
+        paths = files_for_week("outcomes", outcomes, w)
+        reads += len(paths)
+        plain = ingest_week("outcomes", paths, tenant="cacheco", now=now, week=w)
+        cached = ingest_week("outcomes", paths, tenant="cacheco", now=now, week=w, cache=cache)
+        pd.testing.assert_frame_equal(plain.valid.reset_index(drop=True), cached.valid.reset_index(drop=True))
+        pd.testing.assert_frame_equal(plain.quarantine.reset_index(drop=True), cached.quarantine.reset_index(drop=True))
+        assert plain.stats == cached.stats
+        quarantined += len(cached.quarantine)
+    assert quarantined >= 1  # the bad row, in one week
+    assert len(cache) == len(outcomes) < reads  # every file checked once although several weeks read it
+    # a file changed since: read again
+    st = outcomes[-1].stat()
+    os.utime(outcomes[-1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    ingest_week("outcomes", files_for_week("outcomes", outcomes, weeks[-1]), tenant="cacheco", now=now,
+                week=weeks[-1], cache=cache)
+    assert len(cache) == len(outcomes) + 1
