@@ -375,8 +375,18 @@ def predict_on_examples(bundle: Mapping, examples: pd.DataFrame, examples_manife
     keys = examples[["opportunity_id", "snapshot_date"]].copy()
     keys["opportunity_id"] = keys["opportunity_id"].astype(str)
     keys["snapshot_date"] = _naive_ns(keys["snapshot_date"])
-    hist = _pandas(snapshots_history)
-    feats, unavailable = compute_features(hist, activities, pins)
+    # features are per opportunity: the examples' opportunities' rows suffice (same values, see _scored_features)
+    only = set(keys["opportunity_id"])
+    hist = snapshots_history
+    if isinstance(hist, pd.DataFrame) and len(hist):
+        hist = hist[hist["opportunity_id"].astype(str).isin(only)]
+    elif isinstance(hist, pl.DataFrame) and hist.height:
+        hist = hist.filter(pl.col("opportunity_id").cast(pl.String).is_in(pl.Series(list(only), dtype=pl.String).implode()))
+    acts, origin = _activity_rows(activities, only)
+    feats, unavailable = _features_polars(hist, acts, pins, activity_origin=origin) if len(hist) else (None, {"": ""})
+    if unavailable:  # a feature empty on these rows: the whole history decides, as before
+        feats, unavailable = _features_polars(snapshots_history, activities, pins)
+    feats = _to_pandas_keys(feats)
     rows = keys.merge(feats, on=["opportunity_id", "snapshot_date"], how="left", validate="many_to_one")
     rows = _check_available(bundle, role, rows, unavailable, False)
     return _predict(bundle, rows)

@@ -266,3 +266,19 @@ def test_concat_frames_and_rows_between():
     week = scoring.rows_between(both, "2026-11-16", "2026-11-23")
     assert week["opportunity_id"].to_list() == ["o1", "o2"]  # [start, end)
     assert scoring.concat_frames(None).is_empty() and scoring.concat_frames({"k": None}).is_empty()
+
+
+def test_recomputed_example_features_use_the_examples_opportunities_only_with_identical_values(models):
+    """predict_on_examples recomputes a champion's pinned features from the examples' opportunities' rows only:
+    the predictions are exactly those of features built from the whole history."""
+    test = models["parts"]["test"]
+    strong = _bundle(models["strong"], "1", "champion")
+    sim = models["sim"]
+    stale = test.assign(engagement=-1.0)
+    p, p_raw = scoring.predict_on_examples(strong, stale, F.build_manifest({"engagement": 1}),
+                                           snapshots_history=sim.snapshots, activities=sim.activities)
+    feats, _ = scoring.compute_features(sim.snapshots, sim.activities, strong["manifest"])
+    keys = test[["opportunity_id", "snapshot_date"]].astype({"opportunity_id": str})
+    rows = keys.merge(feats, on=["opportunity_id", "snapshot_date"], how="left")
+    np.testing.assert_array_equal(p_raw, training.predict_raw(strong["artifact"], rows))
+    assert test["opportunity_id"].nunique() < 0.5 * sim.snapshots["opportunity_id"].nunique()
