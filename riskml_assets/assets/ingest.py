@@ -94,8 +94,10 @@ def _ingest_week(context, riskml: RiskmlSettings, kind: str, tenant: str, week: 
     if accepted is None:
         accepted = history[("accepted", tenant)] = accepted_files(incoming)
     files = week_files(incoming, kind, week, accepted=accepted)
-    context.log.info(f"{name}: {len(files)} {kind} file(s) for tenant {tenant}, week {week}: "
-                     f"{[f.name for f in files]}")
+    quiet = history.get("quiet", False)  # a history run: each log line is an event record; the metadata has it
+    if not quiet:
+        context.log.info(f"{name}: {len(files)} {kind} file(s) for tenant {tenant}, week {week}: "
+                         f"{[f.name for f in files]}")
     now = history["now"]
     try:
         res = core_ingest.ingest_week(kind, files, tenant=tenant, now=now, week=week, first_week=PARTITIONS_START,
@@ -123,9 +125,13 @@ def _ingest_week(context, riskml: RiskmlSettings, kind: str, tenant: str, week: 
         values[f"{name}_not_empty"] = int(len(valid))
     reasons = pd.DataFrame(sorted(stats.get("reasons", {}).items()), columns=["reason", "rows"])
     unreadable_md = dg.MetadataValue.md(md_table(pd.DataFrame(unreadable, columns=["source_file", "reason"])))
-    checks = gate_results(riskml.gates(), values, log=context.log,
+    checks = gate_results(riskml.gates(), values, log=None if quiet else context.log,
                           extra={f"{name}_schema": {"reasons": dg.MetadataValue.md(md_table(reasons))},
                                  f"{name}_files_readable": {"unreadable_files": unreadable_md}})
+    for c in checks if quiet else ():  # the failed and warning gates are still said, with their week
+        if not c.passed:
+            (context.log.error if c.severity == dg.AssetCheckSeverity.ERROR else context.log.warning)(
+                f"{tenant}|{week}: {c.description}")
     if len(q):
         context.log.warning(f"{name}: {len(q)} row(s) quarantined to {qpath}: "
                             f"{dict(stats.get('reasons', {}))}")
@@ -191,7 +197,8 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
             return
         # several tenant-weeks in one run (single-run backfill): one frame per week, written by the IO manager
         # to the week's own path; metadata and gate results per week
-        frames, evaluations, history = {}, [], {}
+        frames, evaluations, history = {}, [], {"quiet": True}
+        rows = quarantined = 0
         for key in context.partition_keys:
             dims = tenant_week.get_partition_key_from_str(str(key)).keys_by_dimension
             tenant, week = validate_tenant(dims["tenant"]), dims["week"]
@@ -201,8 +208,12 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
                 context.log.error(f"{name} {key}: {exc}")
                 valid, checks, metadata = _unreadable_week(riskml, kind, exc)
             frames[key] = valid
+            rows, quarantined = rows + len(valid), quarantined + int(metadata.get("rows_quarantined", 0))
             context.add_asset_metadata(metadata, partition_key=key)
             evaluations += [_evaluation(name, key, c) for c in checks]
+        failed = sorted({e.check_name for e in evaluations if not e.passed})
+        context.log.info(f"{name}: {len(frames)} tenant-week(s) {min(frames)} .. {max(frames)}: {rows} valid row(s), "
+                         f"{quarantined} quarantined; gates not passed in some week: {failed or 'none'}")
         yield dg.Output(frames)
         for spec in context.assets_def.check_specs:  # the checks' own outputs (what an AssetCheckResult yields)
             yield dg.Output(None, output_name=spec.get_python_identifier())
