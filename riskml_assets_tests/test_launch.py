@@ -135,3 +135,15 @@ def test_ctrl_c_inside_a_run_stops_the_command_and_frees_the_runs_pool_slots(tmp
         [bf] = instance.get_backfills()  # the backfill is recorded, canceled, with its one run
         assert bf.status.value == "CANCELED" and bf.tags.get("riskml/launched_by") == "riskml"
         assert run.tags["dagster/backfill"] == bf.backfill_id
+
+
+def test_week_ranges_group_consecutive_weeks_of_one_tenant():
+    from riskml_assets.launch import week_ranges
+
+    keys = ["b|2026-01-05", "a|2026-01-12", "a|2026-01-05", "a|2026-01-26", "a|2026-02-02", "b|2026-01-12", "a|2026-01-05"]
+    assert week_ranges(keys) == [
+        ("a|2026-01-05", "a|2026-01-12", ["a|2026-01-05", "a|2026-01-12"]),
+        ("a|2026-01-26", "a|2026-02-02", ["a|2026-01-26", "a|2026-02-02"]),  # a gap (2026-01-19) starts a new run
+        ("b|2026-01-05", "b|2026-01-12", ["b|2026-01-05", "b|2026-01-12"]),
+    ]
+    assert week_ranges([]) == []
