@@ -59,9 +59,10 @@ class RiskModelConfig(dg.Config):
     selection_trials: int = Field(5, ge=1, description="Optuna trials (the bound that makes the choice "
                                                        "deterministic by seed).")
     selection_timeout_seconds: float = Field(
-        60.0, gt=0, description="Safety cap of the selection in seconds (checked between trials and folds); when it "
-                                "stops the selection before selection_trials, the choice depends on the machine's "
-                                "speed (metadata: selection_stopped_by).")
+        90.0, gt=0, description="Safety cap of the selection in CPU seconds of the step's process, all threads "
+                                "(checked between trials and folds; CPU time, so other work on a shared machine does "
+                                "not cut the trials short); when it stops the selection before selection_trials, the "
+                                "choice depends on the machine's speed (metadata: selection_stopped_by).")
     selection_folds: int = Field(3, ge=2, description="Cross-validation folds (expanding windows in closing time).")
     selection_max_rows: int = Field(3000, ge=100, description="Cross-validate on at most this many train rows "
                                                               "(whole opportunities); the final fit uses all.")

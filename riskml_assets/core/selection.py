@@ -825,6 +825,7 @@ def select_model(
     try_defaults_first: bool = True,
     objective: str | None = None,
     eval_k: int = 10,
+    timeout_clock: str = "wall",
 ) -> SelectionResult:
     """Choose an algorithm and its hyper-parameters by grouped cross-validation within a budget.
 
@@ -836,6 +837,8 @@ def select_model(
     ``try_defaults_first`` the first trials are each candidate's default params (TPE/random), so
     every algorithm is tried at least once when the budget allows. ``max_gap`` is the largest accepted
     train-validation gap (default 0.10 absolute for bounded scores, 0.30 relative for losses).
+    ``timeout_clock``: ``wall`` (elapsed seconds) or ``cpu`` (CPU seconds of this process, all threads: on a
+    machine shared with other work the cap then binds on the work done, not on the waiting).
     """
     import optuna
 
@@ -878,7 +881,10 @@ def select_model(
                 raise ValueError("a query id appears on both sides of a fold: queries must nest in groups")
 
     t0 = time.perf_counter()
-    deadline = t0 + float(timeout_seconds) if timeout_seconds is not None else None
+    if timeout_clock not in ("wall", "cpu"):
+        raise ValueError(f"timeout_clock must be 'wall' or 'cpu', got {timeout_clock!r}")
+    clock = time.perf_counter if timeout_clock == "wall" else time.process_time
+    deadline = clock() + float(timeout_seconds) if timeout_seconds is not None else None
     state = {"complete": 0}
 
     def _fit_score(cand: Candidate, params: dict, tr, va):
@@ -899,9 +905,13 @@ def select_model(
         params = {p: _suggest(trial, f"{name}.{p}", spec) for p, spec in cand.space.items()}
         trial.set_user_attr("algorithm", name)
         trial.set_user_attr("params", _jsonable(params))
+        if timeout_clock == "cpu" and deadline is not None and state["complete"] > 0 and clock() > deadline:
+            trial.set_user_attr("stopped", "timeout")  # Optuna's own timeout is wall time: stop the study here
+            trial.study.stop()
+            raise optuna.TrialPruned()
         scores, train_scores = [], []
         for k, (tr, va) in enumerate(folds):
-            if deadline is not None and k > 0 and state["complete"] > 0 and time.perf_counter() > deadline:
+            if deadline is not None and k > 0 and state["complete"] > 0 and clock() > deadline:
                 trial.set_user_attr("stopped", "timeout")
                 raise optuna.TrialPruned()
             s_va, s_tr = _fit_score(cand, params, tr, va)
@@ -943,7 +953,8 @@ def select_model(
             elif try_defaults_first:
                 for c in cands[:n_trials]:
                     _enqueue(c.name, default_params(c.space))
-            study.optimize(objective_fn, n_trials=n_trials, timeout=timeout_seconds, n_jobs=1,
+            study.optimize(objective_fn, n_trials=n_trials,
+                           timeout=timeout_seconds if timeout_clock == "wall" else None, n_jobs=1,
                            gc_after_trial=False, show_progress_bar=False)
     finally:
         optuna.logging.set_verbosity(old_verbosity)

@@ -303,7 +303,8 @@ class SelectionSettings:
 
     candidates: Sequence[str] = RISK_ALGORITHMS
     n_trials: int = 5
-    timeout_seconds: float | None = 60.0
+    timeout_seconds: float | None = 90.0
+    timeout_clock: str = "cpu"  # CPU seconds of this process: a busy shared machine does not cut the trials short
     n_folds: int = 3
     time_ordered: bool = True
     n_threads: int = 2
@@ -376,7 +377,7 @@ def select_and_train(train: pd.DataFrame, valid: pd.DataFrame, manifest: dict, d
     n_folds = int(min(s.n_folds, max(2, n_groups // 2 - 1)))
     fold_args = dict(seed=seed, time_ordered=time_ordered, order_key=order_key)
     res = select_model(X, y, groups, task="binary", candidates=risk_candidate_spaces(s.candidates, s.max_trees),
-                       sample_weight=w,
+                       sample_weight=w, timeout_clock=s.timeout_clock,
                        n_trials=int(s.n_trials), timeout_seconds=s.timeout_seconds, n_folds=n_folds,
                        n_threads=int(s.n_threads), scorer="auc", **fold_args)
     folds = make_folds(groups, n_folds, **fold_args)

@@ -78,6 +78,39 @@ def test_tiny_time_budget_stops_early_and_still_returns_the_best(xor):
     assert elapsed < 0.3 + 2 * one_trial + 1.0, (elapsed, one_trial)  # at most the first trial and one more fold
 
 
+def test_cpu_time_budget_counts_the_work_not_the_waiting(xor):
+    """timeout_clock='cpu': the cap is CPU seconds of this process. Sleeping (what a busy machine does to a
+    step) spends none; the trials' work does, and a tiny CPU budget stops after the first complete trial."""
+    X, y, g = xor
+    slow = {"n_estimators": {"type": "int", "low": 150, "high": 200}, "max_depth": {"type": "int", "low": 4, "high": 6}}
+    r = S.select_model(X, y, g, task="binary", candidates={"xgboost": slow}, n_trials=50, timeout_seconds=0.05,
+                       seed=0, prune=False, timeout_clock="cpu")
+    assert r.stopped_by == "timeout" and r.n_complete == 1 and len(r.trials) <= 2
+    assert any(t["stopped"] == "timeout" for t in r.trials) or len(r.trials) == 1
+    # a wall-clock budget that has passed only by waiting does not stop a CPU-clock selection
+    calls = {"n": 0}
+    real_fit = S.XGBModel.fit
+
+    def sleepy_fit(self, *a, **kw):
+        calls["n"] += 1
+        time.sleep(0.3)  # waiting, not working
+        return real_fit(self, *a, **kw)
+
+    S.XGBModel.fit = sleepy_fit
+    try:
+        small = {"n_estimators": {"type": "fixed", "value": 5}, "max_depth": {"type": "fixed", "value": 2}}
+        c0 = time.process_time()
+        r = S.select_model(X, y, g, task="binary", candidates={"xgboost": small}, n_trials=3, timeout_seconds=1.5,
+                           seed=0, prune=False, timeout_clock="cpu")
+        cpu = time.process_time() - c0
+    finally:
+        S.XGBModel.fit = real_fit
+    assert r.seconds > 2.7 > 1.5 > cpu  # a wall clock would have stopped it; the CPU clock did not
+    assert r.stopped_by == "trials" and r.n_complete == 3 and calls["n"] == 9
+    with pytest.raises(ValueError, match="timeout_clock"):
+        S.select_model(X, y, g, task="binary", candidates={"xgboost": small}, n_trials=1, timeout_clock="gpu")
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
 def test_finds_the_clearly_better_candidate(xor, sampler):
     X, y, g = xor
