@@ -25,7 +25,8 @@ def test_main_job_end_to_end_on_sample_data(tmp_path):
     shutil.copytree(REPO / "data" / "sample" / "incoming", tmp_path / "data" / "incoming")
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_HOME", "RISKML_", "MLFLOW_"))}
-    proc = subprocess.run([BIN / "riskml", "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([BIN / "riskml", "run"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=1500)  # the risk model, then the forecast (the sample tenant has no interactions)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "$ riskml launch --job train_job --partition 'demo|" in out
@@ -45,11 +46,46 @@ def test_main_job_end_to_end_on_sample_data(tmp_path):
     gate_defs = default_gates()  # warnings only from warn gates (or the refused augmentation, kept as baseline)
     assert all(gate_defs[w].action == "warn" or w == "augmented_examples_ablation_brier" for w in warned), warned
     assert "dagster dev" in out and "mlflow ui" in out
+    # issue 12 item 3: the forecast ran in the main job with the main job's budget, the ranker was skipped with a
+    # reason, and the summary shows the forecast's headline metrics and every gate with its result
+    assert re.search(r"^\$ riskml launch --job forecast_job --partition 'demo\|2026-11-16' --config-json "
+                     r"'\{\"ops\":\{\"revenue_forecast_model\":\{\"config\":\{\"n_trials\":6,", out, re.M), out
+    assert "action_ranker demo|2026-11-16: skipped (no recommendation feedback" in out
+    fc_eval = json.loads((tmp_path / "data" / "assets" / "revenue_forecast_evaluation" / "demo" / f"{week}.json")
+                         .read_text())
+    fc_row = re.search(r"^revenue_forecast\s+demo\s+2026-11-16\s+evaluated: P50 MAE ([\d,]+), P10-P90 coverage "
+                       r"([\d.]+) \(nominal 0.80\)\n\s+gates: (.*)$", out, re.M)
+    assert fc_row, out
+    assert int(fc_row.group(1).replace(",", "")) == round(fc_eval["point"]["mae"])
+    assert float(fc_row.group(2)) == pytest.approx(fc_eval["coverage"], abs=5e-4)
+    shown = dict(g.rsplit(" ", 1) for g in fc_row.group(3).split(", "))
+    expected = {n.removeprefix("revenue_forecast_"): ("pass" if g["passed"] or g.get("skipped") else
+                                                      ("FAIL" if g["action"] == "fail" else "warn"))
+                for n, g in fc_eval["gates"].items()}
+    assert shown == expected and len(shown) == 5
+    assert re.search(r"^action_ranker\s+demo\s+2026-11-16\s+skipped: no recommendation feedback", out, re.M)
+    assert re.search(r"main job took \d+s \(forecast and ranker: \d+s, CPU \d+s\)", out)
     # state persisted in the instance: `riskml summary` in a new process reads the same numbers
     s = subprocess.run([BIN / "riskml", "summary", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
                        check=True)
     rows_json = json.loads(s.stdout)
     assert rows_json[0]["tenant"] == "demo" and abs(rows_json[0]["auc"] - auc) < 1e-4
+    fams = {f["family"]: f for f in rows_json[0]["families"]}
+    assert fams["revenue_forecast"]["metrics"]["coverage"] == pytest.approx(fc_eval["coverage"])
+    assert fams["revenue_forecast"]["metrics"]["p50_mae"] == pytest.approx(fc_eval["point"]["mae"])
+    assert fams["action_ranker"]["status"] == "not run"  # `riskml summary` knows no skip reason: nothing ran
+    # issue 12 item 6: the registered version's model card, in the UI metadata and in MLflow, with the right numbers
+    splits = pd.read_parquet(tmp_path / "data" / "assets" / "dataset_splits" / "demo" / f"{week}.parquet")
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
+    mv = client.get_model_version_by_alias("riskml.demo.risk", "champion")
+    n_test = int((splits["split"] == "test").sum())
+    assert mv.description.startswith(f"# Model card: riskml.demo.risk v{mv.version}")
+    assert f"| test | {n_test} | {splits.loc[splits['split'] == 'test', 'opportunity_id'].nunique()} |" in mv.description
+    assert f"| this model (calibrated) | {auc:.4f} |" in mv.description
+    card_file = client.download_artifacts(mv.run_id, "model_card.md", str(tmp_path))
+    assert Path(card_file).read_text() == mv.description
     assert (tmp_path / "data" / "mlflow.db").exists()
     assert (tmp_path / "data" / "assets" / "risk_evaluation" / "demo" / f"{week}.json").exists()
     # only the gates of the tenant-week, from the instance
@@ -68,7 +104,8 @@ def test_main_job_end_to_end_on_sample_data(tmp_path):
 
     with dg.DagsterInstance.from_config(str(tmp_path / ".dagster")) as instance:
         runs = instance.get_runs()
-        assert {r.job_name for r in runs} == {"ingest_job", "train_job", "score_job"}
+        # the forecast runs as its own job; the sample tenant sends no interactions, so the ranker is skipped
+        assert {r.job_name for r in runs} == {"ingest_job", "train_job", "score_job", "forecast_job"}
         assert all(r.remote_job_origin is not None and r.remote_job_origin.location_name == "riskml" for r in runs)
         labelled = instance.get_runs(dg.RunsFilter(tags={".dagster/repository": "__repository__@riskml"}))
         assert len(labelled) == len(runs)
