@@ -275,3 +275,46 @@ def test_md_table_leaves_plain_tables_as_they_were():
     df = pd.DataFrame({"reason": ["missing_column", "bad_probability"], "rows": [3, 1]})
     assert md_table(df) == df.to_markdown(index=False, floatfmt=".4g")
     assert md_table(df.iloc[0:0]) == "_(empty)_"
+
+
+def test_family_rows_read_the_partitions_own_gate_results_from_a_real_instance():
+    """What the summary prints comes from the instance: the evaluation's metadata and each gate's stored result for
+    that tenant-week (an ERROR failure blocks, a WARN failure warns), and this invocation's own outcome wins over an
+    older evaluation (a skip, or a run that evaluated nothing)."""
+    import dagster as dg
+
+    from riskml_assets.checks import check_spec
+    from riskml_assets.core.families import get_family
+    from riskml_assets.partitions import tenant_week
+
+    gates = get_family("revenue_forecast").gates
+    failing = {"revenue_forecast_no_crossing": dg.AssetCheckSeverity.ERROR,
+               "revenue_forecast_coverage_high": dg.AssetCheckSeverity.WARN}
+
+    @dg.asset(name="revenue_forecast_evaluation", partitions_def=tenant_week,
+              check_specs=[check_spec(g.name, "revenue_forecast_evaluation", "") for g in gates])
+    def evaluation(context):
+        return dg.MaterializeResult(
+            metadata={"p50_mae": 1234.5, "coverage": 0.95, "nominal_coverage": 0.8, "pinball_skill": 0.2},
+            check_results=[dg.AssetCheckResult(check_name=g.name, passed=g.name not in failing,
+                                               severity=failing.get(g.name, dg.AssetCheckSeverity.ERROR),
+                                               metadata={"value": 0.5}) for g in gates])
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", ["acme"])
+        res = dg.materialize([evaluation], instance=instance, partition_key="acme|2026-11-16", raise_on_error=False)
+        fc, rk = cli.family_rows(instance, "acme", "2026-11-16")
+        assert fc["status"] == "blocked by a gate (revenue_forecast_no_crossing)" and fc["run_id"] == res.run_id
+        assert fc["metrics"] == {"p50_mae": 1234.5, "coverage": 0.95, "nominal_coverage": 0.8, "pinball_skill": 0.2}
+        assert {g["check"]: g["result"] for g in fc["gates"]} == {
+            "revenue_forecast_coverage_low": "pass", "revenue_forecast_coverage_high": "warn",
+            "revenue_forecast_no_crossing": "FAIL", "revenue_forecast_beats_naive": "pass",
+            "revenue_forecast_not_overfit": "pass"}
+        assert rk["status"] == "not run" and rk["gates"] == []
+        assert cli.family_rows(instance, "acme", "2026-11-09")[0]["status"] == "not run"  # another week: nothing
+        # this invocation's outcome: a skip reason, or a newer run that evaluated nothing
+        fc2, _ = cli.family_rows(instance, "acme", "2026-11-16", {"revenue_forecast": {"skipped": "why"}})
+        assert fc2["status"] == "skipped: why" and fc2["gates"] == []
+        fc3, _ = cli.family_rows(instance, "acme", "2026-11-16",
+                                 {"revenue_forecast": {"run_id": "other", "success": False, "seconds": 1.0}})
+        assert fc3["status"] == "failed (see run)" and fc3["run_id"] == "other"
