@@ -30,6 +30,12 @@ def test_definitions_share_one_partitioning_and_all_gates_block():
         assert prod_defs.resolve_job_def(job) is not None
 
 
+# these tests are about the chain and the ablation of the tenant's own model: the champion candidates (CRM score,
+# pooled model) are tested in core/test_champion_candidates.py and core/test_small_tenants_oracle.py
+TENANT_MODEL_ONLY = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                     "ops": {"risk_evaluation": {"config": {"champion_candidates": ["tenant_model"]}}}}
+
+
 @pytest.fixture(scope="module")
 def trained(platform):
     """A small simulated tenant, ingested week by week and trained for its latest week."""
@@ -43,7 +49,7 @@ def trained(platform):
     simulator.write_tenant(sim, platform.incoming, platform.oracle)
     platform.ingest_all("smallco")
     week = platform.weeks("smallco")[-1]
-    res = platform.run("train_job", "smallco", week)
+    res = platform.run("train_job", "smallco", week, run_config=TENANT_MODEL_ONLY)
     return platform, sim, week, res
 
 
@@ -295,7 +301,7 @@ def test_refused_augmentation_keeps_and_registers_the_baseline_or_blocks(platfor
     gates_file.write_text("augmented_examples_ablation_brier:\n  threshold: -1.0\n"
                           "risk_evaluation_ece:\n  action: warn\n")
     try:
-        res = platform.run("train_job", "refuseco", week)
+        res = platform.run("train_job", "refuseco", week, run_config=TENANT_MODEL_ONLY)
         evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
         abl = evals["augmented_examples_ablation_brier"]
         assert res.success and not abl.passed and abl.severity == dg.AssetCheckSeverity.WARN
