@@ -276,7 +276,11 @@ class Platform:
         self.home, self.data = root / "dagster_home", root / "data"
         self.home.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
-        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # the instance config a user gets (`riskml` copies config/dagster_home.yaml into DAGSTER_HOME): same
+        # log level and settings as a real run, so the event-record count is the user's
+        shipped = Path.cwd() / "config" / "dagster_home.yaml"  # parse() works from the code root
+        (self.home / "dagster.yaml").write_text(shipped.read_text() if shipped.exists()
+                                                else "telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(self.home)
         os.environ["RISKML_DATA_DIR"] = str(self.data)
         self.tracking_uri = f"sqlite:///{self.data / 'mlflow.db'}"
