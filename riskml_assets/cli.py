@@ -458,15 +458,19 @@ def summary_rows(instance, targets: dict[str, str], family_outcomes: dict[str, d
     for tenant, week in targets.items():
         pk = partition_key(tenant, week)
         row = {"tenant": tenant, "week": week, "rows": None, "auc": None, "brier": None, "ece": None,
-               "gates": "", "status": "not trained"}
+               "champion_source": None, "champion_algorithm": None, "gates": "", "status": "not trained"}
         failed = []
         recs = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("training_examples"), asset_partitions=[pk]), limit=1).records
+        ev = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("risk_evaluation"), asset_partitions=[pk]), limit=1).records
         if recs:
             md = recs[0].asset_materialization.metadata
             row["rows"] = md["dagster/row_count"].value if "dagster/row_count" in md else None
-            run_id = recs[0].run_id
-            evals = [e.dagster_event.event_specific_data for e in instance.all_logs(
+            run_ids = [recs[0].run_id]  # train_job: one run; prepare_job + model_job: the gates of both runs
+            if ev and ev[0].run_id != recs[0].run_id and ev[0].timestamp >= recs[0].timestamp:
+                run_ids.append(ev[0].run_id)
+            evals = [e.dagster_event.event_specific_data for run_id in run_ids for e in instance.all_logs(
                 run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
             evals = [e for e in evals if e.partition in (None, pk)]  # this partition's (checks are partitioned)
             passed = sum(1 for e in evals if e.passed)
@@ -474,12 +478,12 @@ def summary_rows(instance, targets: dict[str, str], family_outcomes: dict[str, d
             warned = [e.check_name for e in evals if not e.passed and e.severity != dg.AssetCheckSeverity.ERROR]
             row["gates"] = f"{passed}/{len(evals)}" + (f" (failed: {', '.join(failed)})" if failed else "") + (
                 f" (warn: {', '.join(warned)})" if warned else "")
-        ev = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("risk_evaluation"), asset_partitions=[pk]), limit=1).records
         if ev:
             md = ev[0].asset_materialization.metadata
             for k in ("auc", "brier", "ece"):
                 row[k] = md[k].value
+            for k in ("champion_source", "champion_algorithm"):  # which candidate the evaluation chose
+                row[k] = md[k].value if k in md else None
             for k in ("auc_ci", "brier_ci"):  # 90% opportunity-bootstrap intervals of the test metrics
                 row[k] = [md[f"{k}_low"].value, md[f"{k}_high"].value] if f"{k}_low" in md else None
             kept = md["kept_variant"].value if "kept_variant" in md else "as trained"
@@ -524,16 +528,93 @@ def print_summary(rows: list[dict]) -> None:
     print_family_summary(rows)
 
 
+def champion_label(row: dict) -> str:
+    """``source/algorithm`` of the tenant's champion candidate (tenant_model | crm_score | pooled), ``-`` if none."""
+    source, algo = row.get("champion_source"), row.get("champion_algorithm")
+    if not source:
+        return "-"
+    return f"{source}/{algo}" if algo and algo != source else str(source)  # crm_score's algorithm is itself
+
+
 def print_risk_summary(rows: list[dict]) -> None:
-    fmt = "{:<12} {:<11} {:>7} {:>7} {:>7} {:>7}  {:<27} {}"
-    print(fmt.format("tenant", "week", "rows", "AUC", "Brier", "ECE", "status", "gates passed"))
+    fmt = "{:<12} {:<11} {:>7} {:>7} {:>7} {:>7}  {:<27} {:<27} {}"
+    print(fmt.format("tenant", "week", "rows", "AUC", "Brier", "ECE", "champion (source/algo)", "status",
+                     "gates passed"))
     for r in rows:
         f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         print(fmt.format(r["tenant"], r["week"], str(r["rows"] or "-"), f(r["auc"]), f(r["brier"]), f(r["ece"]),
-                         r["status"], r["gates"]))
+                         champion_label(r), r["status"], r["gates"]))
         if r.get("auc_ci") and r.get("brier_ci"):
             print(f"{'':<12} {'':<11} 90% CI (opportunity bootstrap): AUC {r['auc_ci'][0]:.4f}-{r['auc_ci'][1]:.4f}, "
                   f"Brier {r['brier_ci'][0]:.4f}-{r['brier_ci'][1]:.4f}")
+
+
+def pooled_opt_ins(tenants) -> dict[str, bool]:
+    """{tenant: opted in to the pooled model?} from config/tenants/<tenant>.yaml (or $RISKML_TENANTS_DIR). A config
+    the pooled model would refuse (not YAML, ``pooled`` not a boolean) counts as not opted in, said on stderr; the
+    tenant's own pooled_risk_model step reports the error with the file."""
+    from .core.pooled import PooledConfigError, parse_pooled
+    from .resources import RiskmlSettings
+
+    settings = RiskmlSettings(tenants_dir=os.environ.get("RISKML_TENANTS_DIR", "config/tenants"))
+    out = {}
+    for t in tenants:
+        try:
+            out[t] = parse_pooled(settings.tenant_config(t), where=str(settings.tenant_config_path(t)))
+        except (PooledConfigError, ValueError) as exc:
+            print(f"  pooled model: {t} counted as not opted in: {exc}", file=sys.stderr)
+            out[t] = False
+    return out
+
+
+def training_plan(tenants: list[str], opted_in) -> dict:
+    """The jobs the main job launches for its tenants. Nobody of the run opts in to the pooled model: per tenant
+    ``train_job`` then ``score_job``. Someone does: ``prepare_job`` for every tenant of the run first (the pooled
+    model of a tenant reads every tenant's dataset_splits of the week), then per tenant ``model_job`` (risk and
+    registry groups, so features and splits are not materialized twice) and ``score_job``."""
+    if any(t in set(opted_in) for t in tenants):
+        return {"prepare": list(tenants), "per_tenant": ("model_job", "score_job")}
+    return {"prepare": [], "per_tenant": ("train_job", "score_job")}
+
+
+def blocking_failures(instance, run_id: str, partition: str | None = None) -> list[str]:
+    """The blocking gates (ERROR-severity checks) that failed in a run. A blocking check only stops downstream
+    steps within its own run: the next job of the same partition must be held back by the caller."""
+    import dagster as dg
+
+    failed = []
+    for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        ev = e.dagster_event.event_specific_data
+        if partition is not None and ev.partition not in (None, partition):
+            continue
+        if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR and ev.check_name not in failed:
+            failed.append(ev.check_name)
+    return failed
+
+
+def prepare_tenants(launcher, instance, targets: dict[str, str], tenants: list[str]) -> dict[str, str]:
+    """``prepare_job`` for every tenant of the run (before any model_job): {tenant: why it must not be trained} for
+    the tenants whose run failed or had a failed blocking gate."""
+    from .partitions import partition_key
+
+    refused = {}
+    for tenant in tenants:
+        week = targets[tenant]
+        pk = partition_key(tenant, week)
+        t0 = time.perf_counter()
+        print(f"$ {launch_cmd('prepare_job', tenant, week)}")
+        out = launcher.run("prepare_job", pk)
+        blocked = blocking_failures(instance, out.run_id, pk)
+        if blocked:
+            refused[tenant] = f"prepare_job blocked by a gate ({', '.join(blocked)})"
+        elif not out.success:
+            refused[tenant] = "prepare_job failed"
+        if tenant in refused:
+            for ln in run_errors(instance, out.run_id)[-5:]:
+                print(f"    {ln[:300]}")
+        print(f"  {tenant}|{week}: prepared {'ok' if tenant not in refused else 'FAILED'} in "
+              f"{time.perf_counter() - t0:.0f}s")
+    return refused
 
 
 def cmd_run(args) -> int:
@@ -564,13 +645,23 @@ def cmd_run(args) -> int:
     # a run killed elsewhere while holding a pool slot must not stall this one
     with Launcher(instance) as launcher, SlotWatchdog(instance):
         ingest_failed = ingest_history(instance, weeks, until=targets, launcher=launcher)
+        opted = {t for t, o in pooled_opt_ins(list(targets)).items() if o}
+        plan = training_plan(list(targets), opted)
+        refused = {}
+        if plan["prepare"]:
+            print(f"pooled model: {', '.join(sorted(opted))} opted in: features and splits of every tenant of the run "
+                  "first, then each tenant's models")
+            refused = prepare_tenants(launcher, instance, targets, plan["prepare"])
         for tenant, week in targets.items():
             t0 = time.perf_counter()
             trained = False
-            for job in ("train_job", "score_job"):  # scoring only after a training run that passed its gates
+            if tenant in refused:  # its features/splits did not pass: no model is trained on them
+                launch_failed.append(tenant)
+                print(f"  {tenant}|{week}: model and scoring skipped: {refused[tenant]}")
+            for job in (() if tenant in refused else plan["per_tenant"]):  # scoring only after a training run passed
                 print(f"$ {launch_cmd(job, tenant, week)}")
                 out = launcher.run(job, partition_key(tenant, week))
-                trained = trained or (job == "train_job" and out.success)
+                trained = trained or (job in ("train_job", "model_job") and out.success)
                 if not out.success:
                     launch_failed.append(tenant)
                     for ln in run_errors(instance, out.run_id)[-5:]:
@@ -778,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("launch", help="one run of a job for one partition, recorded under the job in the UI "
                                        "(unlike `dg launch`/`dagster asset materialize` in Dagster 1.13)")
     la.add_argument("--job", required=True, choices=["ingest_job", "train_job", "score_job", "families_job",
-                                                     "forecast_job", "ranker_job",
+                                                     "forecast_job", "ranker_job", "prepare_job", "model_job",
                                                      "riskml_full_job"])
     la.add_argument("--partition", required=True, help="'tenant|week', e.g. 'acme|2026-11-16'")
     la.add_argument("--config-json", help="run config as JSON (as for `dagster job execute --config-json`)")

@@ -4,6 +4,8 @@ import dagster as dg
 
 INGEST_SELECTION = dg.AssetSelection.groups("ingest")
 TRAIN_SELECTION = dg.AssetSelection.groups("features", "prepare", "risk", "registry")
+PREPARE_SELECTION = dg.AssetSelection.groups("features", "prepare")
+MODEL_SELECTION = dg.AssetSelection.groups("risk", "registry")
 SCORE_SELECTION = dg.AssetSelection.groups("scoring")
 FORECAST_SELECTION = dg.AssetSelection.groups("revenue_forecast")
 RANKER_SELECTION = dg.AssetSelection.groups("action_ranker")
@@ -14,6 +16,15 @@ ingest_job = dg.define_asset_job("ingest_job", selection=INGEST_SELECTION,
 train_job = dg.define_asset_job("train_job", selection=TRAIN_SELECTION,
                                 description="Features -> cleaning -> splits -> balancing -> risk model -> calibrator "
                                             "-> evaluation -> registration/promotion for one tenant-week.")
+# the main job splits train_job in two when a tenant of the run opts in to the pooled model: prepare_job for every
+# tenant of the run first (pooled_risk_model reads every tenant's dataset_splits of the week), then model_job per tenant
+prepare_job = dg.define_asset_job("prepare_job", selection=PREPARE_SELECTION,
+                                  description="Features -> cleaning -> splits -> balancing for one tenant-week (the "
+                                              "first half of train_job; run for every tenant before model_job when "
+                                              "a tenant opts in to the pooled model).")
+model_job = dg.define_asset_job("model_job", selection=MODEL_SELECTION,
+                                description="Risk model, pooled model, calibrator, evaluation (champion choice) and "
+                                            "registration/promotion for one tenant-week (needs prepare_job's assets).")
 score_job = dg.define_asset_job("score_job", selection=SCORE_SELECTION,
                                 description="Score the week's open opportunities with the champion (drift-gated).")
 full_job = dg.define_asset_job("riskml_full_job", selection=INGEST_SELECTION | TRAIN_SELECTION | SCORE_SELECTION,
@@ -32,4 +43,4 @@ ranker_job = dg.define_asset_job("ranker_job", selection=RANKER_SELECTION,
 llm_data_job = dg.define_asset_job("llm_data_job", selection=dg.AssetSelection.groups("llm"),
                                   description="Optional: LLM fine-tuning examples (JSONL) for one tenant-week, validated "
                                               "(needs dataset_splits of the week; not part of the main job).")
-jobs = [ingest_job, train_job, score_job, families_job, forecast_job, ranker_job, full_job, llm_data_job]
+jobs = [ingest_job, train_job, prepare_job, model_job, score_job, families_job, forecast_job, ranker_job, full_job, llm_data_job]

@@ -31,7 +31,9 @@ def test_main_job_end_to_end_on_sample_data(tmp_path):
     out = proc.stdout
     assert "$ riskml launch --job train_job --partition 'demo|" in out
     assert "$ riskml launch --job score_job --partition 'demo|" in out
-    row = re.search(r"^demo\s+(\d{4}-\d{2}-\d{2})\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+evaluated"
+    # the champion column (source/algorithm) between ECE and status: not captured (group numbers unchanged)
+    row = re.search(r"^demo\s+(\d{4}-\d{2}-\d{2})\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+"
+                    r"(?:tenant_model/\w+|crm_score)\s+evaluated"
                     r"( \(baseline kept\))?\s+(\d+)/(\d+)(.*)$", out, re.M)
     assert row, out
     week, rows, auc, brier, ece = row.group(1), int(row.group(2)), *map(float, row.group(3, 4, 5))
