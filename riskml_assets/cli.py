@@ -342,7 +342,8 @@ def run_families(launcher, instance, incoming: Path, tenant: str, week: str, tra
     out: dict[str, dict] = {}
     for family, job in FAMILY_JOBS:
         if not trained:
-            out[family] = {"skipped": "the week's train_job did not pass (the family needs its feature manifest"
+            out[family] = {"skipped": "the week's training run (train_job or model_job) did not pass (the family "
+                                      "needs its feature manifest"
                                       + (" and splits)" if family == "revenue_forecast" else ")")}
         elif family == "action_ranker" and not interaction_weeks(incoming, tenant, week):
             out[family] = {"skipped": "no recommendation feedback: no interactions-<date> file up to this week"}
