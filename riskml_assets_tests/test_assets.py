@@ -30,10 +30,45 @@ def test_definitions_share_one_partitioning_and_all_gates_block():
         assert prod_defs.resolve_job_def(job) is not None
 
 
-# these tests are about the chain and the ablation of the tenant's own model: the champion candidates (CRM score,
-# pooled model) are tested in core/test_champion_candidates.py and core/test_small_tenants_oracle.py
+# these tests are about the chain and the ablation of the tenant's own model, with the fixed XGBoost params: the
+# champion candidates (CRM score, pooled model) are tested in core/test_champion_candidates.py and
+# core/test_small_tenants_oracle.py, the algorithm selection in test_risk_model_selection_asset.py and
+# core/test_risk_model_selection.py. The simulator seeds below were chosen for the fixed XGBoost model: with the
+# selection on, smallco's selection switches to an overfit LightGBM (CV AUC +0.044 > 1 SE, train-validation AUC
+# gap 0.17) whose kept baseline fails the ECE gate (excess 0.041 > 0.03; 0.040 with the metric code before
+# e00dd86's sklearn binning, so the binning is not the cause).
 TENANT_MODEL_ONLY = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
-                     "ops": {"risk_evaluation": {"config": {"champion_candidates": ["tenant_model"]}}}}
+                     "ops": {"risk_model": {"config": {"selection": False}},
+                             "risk_evaluation": {"config": {"champion_candidates": ["tenant_model"]}}}}
+
+
+def serialised_model(artifact: dict) -> str:
+    """The fitted model's own serialisation in a risk artifact, whatever its algorithm (core.training's docstring:
+    ``booster_json`` for XGBoost, ``model`` for LightGBM and the random forest)."""
+    if artifact.get("algorithm", "xgboost") == "xgboost":
+        return artifact["booster_json"]
+    return json.dumps(artifact["model"], sort_keys=True)
+
+
+def test_serialised_model_compares_artifacts_of_every_algorithm(trained):
+    """The kept-model comparison of the ablation test works whatever algorithm the model has: equal after the
+    registry's JSON round trip, different for a model fitted on other rows."""
+    from riskml_assets.core import training
+
+    platform, _, week, _ = trained
+    splits = platform.load("dataset_splits", "smallco", week)
+    features = platform.load("feature_manifest", "smallco", week)["features"]
+    train, valid = (splits[splits["split"] == n].reset_index(drop=True) for n in ("train", "validation"))
+    small = {"lightgbm": {"n_estimators": 20, "num_leaves": 7, "learning_rate": 0.1},
+             "random_forest": {"n_estimators": 10, "max_depth": 4, "min_samples_leaf": 5, "max_features": 0.5},
+             "xgboost": {"n_estimators": 20, "max_depth": 3, "learning_rate": 0.1}}
+    for algorithm, params in small.items():
+        fit = lambda rows: training.train_algorithm(rows, valid, features, algorithm, params, seed=0, n_threads=1,
+                                                    early_stopping_rounds=5)
+        art, other = fit(train), fit(train.iloc[: len(train) // 2])
+        assert art["algorithm"] == algorithm
+        assert serialised_model(json.loads(json.dumps(art))) == serialised_model(art)
+        assert serialised_model(other) != serialised_model(art)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +97,11 @@ def test_whole_chain_trains_calibrates_and_evaluates(trained):
     assert len(evals) >= 15 and blocking_failures == []
     report = platform.load("risk_evaluation", "smallco", week)
     assert report["gates_passed"] is True
+    # the configuration pins what these tests check: the fixed XGBoost params, no selection, the tenant's own model
+    model = platform.load("risk_model", "smallco", week)
+    assert model["algorithm"] == "xgboost" and "booster_json" in model
+    assert model["selection"]["enabled"] is False and model["selection"]["switched"] is False
+    assert report["champion_source"] == "tenant_model" and report["champion_algorithm"] == "xgboost"
     # the model learned something real: better than the base rate and than chance, against ground truth
     assert report["calibrated"]["auc"] > 0.68 and report["auc_ci"][0] > 0.6  # significantly better than chance
     assert report["calibrated"]["brier"] < report["baseline_base_rate"]["brier"]
@@ -141,10 +181,10 @@ def test_no_opportunity_in_two_splits_and_balancing_leaves_validation_and_test_u
     before = splits_path.read_bytes()
     splits = pd.read_parquet(splits_path)
     assert (splits.groupby("opportunity_id")["split"].nunique() == 1).all()
-    res = platform.run("train_job", "smallco", week, run_config={
-        "ops": {"balanced_train": {"config": {"strategy": "undersample", "target_ratio": 1.0, "min_ratio": 1.0}},
-                "augmented_examples": {"config": {"methods": ["copula"], "target_rows": 4000}}},
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    res = platform.run("train_job", "smallco", week, run_config={**TENANT_MODEL_ONLY, "ops": {
+        **TENANT_MODEL_ONLY["ops"],
+        "balanced_train": {"config": {"strategy": "undersample", "target_ratio": 1.0, "min_ratio": 1.0}},
+        "augmented_examples": {"config": {"methods": ["copula"], "target_rows": 4000}}}})
     assert res.success
     after = pd.read_parquet(splits_path)
     assert splits_path.read_bytes() != b"" and after.equals(splits)  # splits re-derived identically
@@ -316,14 +356,16 @@ def test_refused_augmentation_keeps_and_registers_the_baseline_or_blocks(platfor
         registry = platform.resources["model_registry"].get()
         champ = registry.load("refuseco", "risk", alias="champion")
         candidate = platform.load("risk_model", "refuseco", week)
-        assert champ["artifact"]["booster_json"] == report["kept_model"]["model"]["booster_json"]
-        assert champ["artifact"]["booster_json"] != candidate["booster_json"]
+        kept_model = report["kept_model"]["model"]
+        assert champ["artifact"]["algorithm"] == kept_model["algorithm"] == candidate["algorithm"]
+        assert serialised_model(champ["artifact"]) == serialised_model(kept_model)
+        assert serialised_model(champ["artifact"]) != serialised_model(candidate)
         assert "baseline variant kept" in report_markdown_from_run(res)
         # block mode: the same refusal is an ERROR and nothing downstream is registered
         version_before = registry.champion_version("refuseco", "risk")
-        res = platform.run("train_job", "refuseco", week, run_config={
-            "ops": {"risk_evaluation": {"config": {"refused_augmentation": "block"}}},
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        res = platform.run("train_job", "refuseco", week, run_config={**TENANT_MODEL_ONLY, "ops": {
+            **TENANT_MODEL_ONLY["ops"], "risk_evaluation": {"config": {"champion_candidates": ["tenant_model"],
+                                                                        "refused_augmentation": "block"}}}})
         evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
         abl = evals["augmented_examples_ablation_brier"]
         assert not res.success and not abl.passed and abl.severity == dg.AssetCheckSeverity.ERROR
