@@ -36,8 +36,12 @@ from .conftest import Platform, materialized
 TENANT = "servco"
 UI = "https://mlflow.riskml.example.test"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-# no augmentation (nothing to ablate) and no absolute AUC/ECE floor for the first champion of a small tenant
+# no augmentation (nothing to ablate) and no absolute AUC/ECE floor for the first champion of a small tenant;
+# the tenant's own XGBoost model is the champion (this module checks its booster file and feature signature; the
+# calibrated CRM score and the other algorithms serve in test_registry.py and test_serving_algorithms.py)
 TRAIN_CONFIG = {"ops": {"augmented_examples": {"config": {"methods": []}},
+                        "risk_model": {"config": {"selection": False}},
+                        "risk_evaluation": {"config": {"champion_candidates": ["tenant_model"]}},
                         "registered_models": {"config": {"min_auc": 0.0, "max_ece": 1.0, "n_boot": 200}}}, **QUIET}
 MODEL_URI = f"models:/riskml.{TENANT}.risk@champion"
 
