@@ -116,10 +116,31 @@ def test_a_clearly_better_candidate_replaces_a_poor_default(parts, manifest, mon
     art = training.select_and_train(parts["train"], parts["validation"], manifest, poor,
                                     _settings(n_trials=2, candidates=("random_forest",)))
     s = art["selection"]
-    assert s["switched"] and s["chosen"] == "random_forest" and art["algorithm"] == "random_forest"
+    assert s["switched"] and s["chosen"] == "random_forest" and art["algorithm"] == "random_forest", s["reason"]
     assert s["default"]["fold_scores"] == [0.5, 0.5, 0.5]
     assert s["cv_difference_mean"] > s["cv_difference_se"] > 0
     assert s["chosen_validation"]["auc"] > s["default"]["validation"]["auc"]
+
+
+def test_an_overfit_winner_of_the_cv_does_not_replace_the_default(parts, manifest, monkeypatch):
+    """A LightGBM that memorises the small tenant (63 leaves of 1 row, 400 trees, no subsampling) beats a useless
+    default in CV, but its train-validation AUC gap is far beyond the limit: the selection keeps the default and
+    says why (on a small test tenant the selection switched to such a model, whose calibrated ECE then failed
+    the evaluation gate and blocked registration)."""
+    spaces = {a: dict(s) for a, s in selection.DEFAULT_SPACES.items()}
+    fixed = lambda v: {"type": "int", "low": v, "high": v, "default": v}  # noqa: E731
+    spaces["lightgbm"] = {"n_estimators": fixed(400), "num_leaves": fixed(63), "min_child_samples": fixed(1),
+                          "learning_rate": {"type": "float", "low": 0.3, "high": 0.3, "default": 0.3}}
+    monkeypatch.setattr(selection, "DEFAULT_SPACES", spaces)
+    poor = training.XGBParams(n_estimators=2, max_depth=1, learning_rate=0.01, early_stopping_rounds=1, n_threads=1,
+                              min_child_weight=1e9)
+    art = training.select_and_train(parts["train"], parts["validation"], manifest, poor,
+                                    _settings(n_trials=1, candidates=("lightgbm",)))
+    s = art["selection"]
+    assert s["best_trial_algorithm"] == "lightgbm" and s["overfit"] and s["gap"] > 0.10
+    assert s["cv_difference_mean"] > s["cv_difference_se"]  # the CV alone would have switched
+    assert not s["switched"] and s["chosen"] == "xgboost" and "booster_json" in art
+    assert "overfit" in s["reason"]
 
 
 def test_small_tenants_skip_the_selection_and_keep_the_default(parts, manifest):
