@@ -7,12 +7,13 @@ from riskml_assets.core.cleaning import clean_examples
 from riskml_assets.core.splits import split_examples
 
 
-def simulated_splits(sim, manifest, seed: int = 0):
-    """The pure training path up to grouped stratified splits for a simulated tenant."""
+def simulated_splits(sim, manifest, seed: int = 0, tenant: str = ""):
+    """The pure training path up to grouped stratified splits for a simulated tenant (``tenant``: the hash
+    split's salt, as in the assets)."""
     ex, _ = F.build_training_examples(sim.snapshots, sim.outcomes, sim.activities, manifest,
                                       partition_end="2026-11-23", window_weeks=52)
     clean, _, _ = clean_examples(ex, manifest)
-    return split_examples(clean, seed=seed)
+    return split_examples(clean, seed=seed, tenant=tenant)
 
 
 @pytest.fixture(scope="session")

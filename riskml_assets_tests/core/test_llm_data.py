@@ -11,8 +11,8 @@ import pytest
 from riskml_assets.core import features as F
 from riskml_assets.core import llm_data as L
 from riskml_assets.core import simulator
-from riskml_assets.core.cleaning import clean_examples
-from riskml_assets.core.splits import split_examples
+
+from .conftest import simulated_splits
 
 LABEL = F.LABEL
 GLOBEX_STAGES = {"prospecting": "Discovery", "qualification": "Solutioning", "proposal": "Business Case",
@@ -21,10 +21,7 @@ GLOBEX_STAGES = {"prospecting": "Discovery", "qualification": "Solutioning", "pr
 
 def _tenant(spec, manifest):
     sim = simulator.simulate_tenant(spec)
-    ex, _ = F.build_training_examples(sim.snapshots, sim.outcomes, sim.activities, manifest,
-                                      partition_end="2026-11-23", window_weeks=52)
-    clean, _, _ = clean_examples(ex, manifest)
-    return sim, split_examples(clean, seed=0, tenant=spec.name)
+    return sim, simulated_splits(sim, manifest, seed=0, tenant=spec.name)
 
 
 @pytest.fixture(scope="module")

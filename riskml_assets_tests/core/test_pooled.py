@@ -8,8 +8,8 @@ import pytest
 from riskml_assets.core import evaluation, pooled, simulator, training
 from riskml_assets.core import features as F
 from riskml_assets.core import metrics as M
-from riskml_assets.core.cleaning import clean_examples
-from riskml_assets.core.splits import split_examples
+
+from .conftest import simulated_splits
 
 LABEL = F.LABEL
 FAST = dict(learning_rate=0.1, n_estimators=400, early_stopping_rounds=30)
@@ -17,10 +17,7 @@ FAST = dict(learning_rate=0.1, n_estimators=400, early_stopping_rounds=30)
 
 def _splits(spec, manifest):
     sim = simulator.simulate_tenant(spec)
-    ex, _ = F.build_training_examples(sim.snapshots, sim.outcomes, sim.activities, manifest,
-                                      partition_end="2026-11-23", window_weeks=52)
-    clean, _, _ = clean_examples(ex, manifest)
-    return sim, split_examples(clean, seed=0, tenant=spec.name)
+    return sim, simulated_splits(sim, manifest, seed=0, tenant=spec.name)
 
 
 @pytest.fixture(scope="module")
