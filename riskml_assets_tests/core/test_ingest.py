@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -608,15 +607,15 @@ def test_interactions_rules():
 # --------------------------------------------------------------------------- scale
 
 
-def test_100k_snapshot_rows_validate_quickly():
+def test_100k_snapshot_rows_validate_with_every_bad_row_found():
+    """At 100k rows every bad row is still found and every valid one kept (how fast: benchmarks/bench_p2_ingest.py;
+    speed is measured there, not asserted in a timed test)."""
     df = make_snapshots(100_000)
     df.loc[::1000, "probability"] = 150.0
-    t0 = time.perf_counter()
     res = run("snapshots", df)
-    elapsed = time.perf_counter() - t0
     assert res.stats["reasons"] == {"out_of_range": 100}
     assert len(res.valid) == 99_900
-    assert elapsed < 5.0, f"validation of 100k rows took {elapsed:.1f}s"
+    assert not res.valid["opportunity_id"].isin(df.loc[::1000, "opportunity_id"]).any()
 
 
 # --------------------------------------------------------------------------- item 1: the accepted range of weeks
