@@ -259,9 +259,15 @@ def test_job_runs_tabs_list_their_runs(deployment, page, ui_launched_run):
     page.get_by_text(ui_launched_run[:8]).first.wait_for()
     body = page.inner_text("body")
     assert "No runs found" not in body
-    assert f"partition: bad|{WEEK}" in body and f"partition: demo|{WEEK}" in body
+    assert f"partition: bad|{WEEK}" in body  # the UI's run of one tenant-week
+    # the CLI ingests a tenant's history as ONE run over a range of weeks (single-run backfill policy): listed here,
+    # in its backfill, with the range in its tags
     cli_ingest = [r for r in cli_runs["ingest_job"] if r != ui_launched_run]
-    assert cli_ingest[0][:8] in body  # the newest run of the CLI's history backfill
+    assert cli_ingest[0][:8] in body and "Backfill:" in body
+    with dg.DagsterInstance.from_config(deployment["env"]["DAGSTER_HOME"]) as inst:
+        tags = inst.get_run_by_id(cli_ingest[0]).tags
+    first, last = tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+    assert first.startswith("demo|") and last.startswith("demo|") and first < last and first <= f"demo|{WEEK}" <= last
     _shot(page, "job-runs-ingest.png", deployment["root"])
     page.goto(f"{base}/locations/riskml/jobs/train_job/runs", wait_until="networkidle")
     page.get_by_text(cli_runs["train_job"][0][:8]).first.wait_for()
