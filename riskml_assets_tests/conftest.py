@@ -141,3 +141,40 @@ def user_dir(tmp_path, monkeypatch):
         monkeypatch.delenv(k, raising=False)
     (tmp_path / "data" / "incoming").mkdir(parents=True)
     return tmp_path
+
+
+def predict_in_fresh_process(tracking_uri: str, model_uris: dict, rows_path, cwd) -> dict:
+    """Load each ``models:/`` URI with ``mlflow.pyfunc`` in a fresh interpreter without riskml installed (``-S``:
+    no site .pth files, so no editable install; the packages' folder is added by hand) and predict the rows of
+    ``rows_path``. Returns ``{"p": {name: [p_lost, ...]}, "pkg": riskml_assets.__file__ after loading (the
+    model's shipped code) or None, "dagster": whether dagster got imported}``."""
+    import json
+    import subprocess
+    import sys
+    import sysconfig
+
+    script = f"""
+import sys
+sys.path.append({sysconfig.get_paths()["purelib"]!r})
+try:
+    import riskml_assets
+    raise SystemExit("riskml_assets importable before loading the model")
+except ImportError:
+    pass
+import json, mlflow, pandas as pd
+mlflow.set_tracking_uri({tracking_uri!r})
+rows = pd.read_parquet({str(rows_path)!r})
+out = {{n: mlflow.pyfunc.load_model(u).predict(rows)["p_lost"].tolist() for n, u in {dict(model_uris)!r}.items()}}
+try:
+    import riskml_assets
+    pkg = riskml_assets.__file__
+except ImportError:
+    pkg = None
+print(json.dumps({{"p": out, "pkg": pkg, "dagster": "dagster" in sys.modules}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from riskml_assets.core import scoring, simulator
 from riskml_assets.core.gates import default_gates
 from riskml_assets.core.plots import PNG_SIGNATURE
 
-from .conftest import Platform, materialized
+from .conftest import Platform, materialized, predict_in_fresh_process
 
 TENANT = "servco"
 UI = "https://mlflow.riskml.example.test"
@@ -205,31 +202,11 @@ def test_pyfunc_serves_in_a_process_without_the_riskml_package(served, champion,
     without importing dagster."""
     frame = _feature_rows(served, champion["bundle"])[champion["bundle"]["artifact"]["features"]]
     frame.to_parquet(tmp_path / "rows.parquet")
-    site = sysconfig.get_paths()["purelib"]
-    script = f"""
-import sys
-sys.path.append({site!r})
-try:
-    import riskml_assets
-    raise SystemExit("riskml_assets importable before loading the model")
-except ImportError:
-    pass
-import json, mlflow, pandas as pd
-mlflow.set_tracking_uri({served['tracking_uri']!r})
-m = mlflow.pyfunc.load_model({MODEL_URI!r})
-p = m.predict(pd.read_parquet({str(tmp_path / 'rows.parquet')!r}))["p_lost"].tolist()
-import riskml_assets
-print(json.dumps({{"p": p, "pkg": riskml_assets.__file__, "dagster": "dagster" in sys.modules}}))
-"""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = predict_in_fresh_process(served["tracking_uri"], {"champion": MODEL_URI}, tmp_path / "rows.parquet",
+                                   tmp_path)
     assert "/code/riskml_assets/" in got["pkg"].replace(os.sep, "/") and got["dagster"] is False
     expected = champion["pyfunc"].predict(frame)["p_lost"].to_numpy()
-    np.testing.assert_allclose(np.array(got["p"]), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.array(got["p"]["champion"]), expected, rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------ fast unit tests

@@ -8,11 +8,6 @@ case is covered by test_registry.py / test_serving.py.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import sysconfig
 
 import mlflow
 import numpy as np
@@ -21,6 +16,7 @@ import pytest
 from riskml_assets import registry as R
 from riskml_assets.core import evaluation, scoring, simulator, training
 from riskml_assets.core import features as F
+from riskml_assets_tests.conftest import predict_in_fresh_process
 from riskml_assets_tests.core.conftest import simulated_splits
 
 PARAMS = {"lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1},
@@ -71,28 +67,8 @@ def test_lightgbm_and_forest_pyfuncs_serve_in_a_process_without_the_riskml_packa
     models = served["models"]
     feats = models["lightgbm"]["artifact"]["features"]
     rows[feats].to_parquet(tmp_path / "rows.parquet")
-    site = sysconfig.get_paths()["purelib"]
     uris = {a: m["uri"] for a, m in models.items()}
-    script = f"""
-import sys
-sys.path.append({site!r})
-try:
-    import riskml_assets
-    raise SystemExit("riskml_assets importable before loading the model")
-except ImportError:
-    pass
-import json, mlflow, pandas as pd
-mlflow.set_tracking_uri({served['reg'].tracking_uri!r})
-rows = pd.read_parquet({str(tmp_path / 'rows.parquet')!r})
-out = {{a: mlflow.pyfunc.load_model(u).predict(rows)["p_lost"].tolist() for a, u in {uris!r}.items()}}
-print(json.dumps({{"p": out, "dagster": "dagster" in sys.modules}}))
-"""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = predict_in_fresh_process(served["reg"].tracking_uri, uris, tmp_path / "rows.parquet", tmp_path)
     assert got["dagster"] is False
     for algorithm, m in models.items():
         expected, _ = scoring.predict_calibrated(m["artifact"], m["calibrator"], rows)
