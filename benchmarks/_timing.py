@@ -316,6 +316,17 @@ class Platform:
         return self.defs.resolve_job_def(job).execute_in_process(
             partition_key=f"{tenant}|{week}", instance=self.instance, raise_on_error=False, run_config=cfg)
 
+    def run_range(self, job: str, tenant: str, first: str, last: str, run_config: dict | None = None):
+        """One run over the weeks ``first``..``last`` (the range tags a single-run backfill gives its run, as
+        ``riskml run`` / ``riskml ingest-history`` launch a tenant's history)."""
+        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+        self.add_tenant(tenant)
+        cfg = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}, **(run_config or {})}
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, raise_on_error=False, run_config=cfg,
+            tags={ASSET_PARTITION_RANGE_START_TAG: f"{tenant}|{first}", ASSET_PARTITION_RANGE_END_TAG: f"{tenant}|{last}"})
+
     def step_durations(self, run_id: str) -> str:
         """Seconds of each step of a run (start to success/failure, from its event log), the sum of the steps,
         the run's wall time and the rest (run set-up and tear-down outside the steps)."""

@@ -6,10 +6,15 @@ validation of the same files by ``core.ingest`` in one process (not a test).
     python benchmarks/bench_p2_ingest.py --code-root <other checkout>
 
 Set-up (untimed): a simulated tenant written as contract files into a temp data dir, the project's
-``definitions.defs`` on a DagsterInstance in a temp DAGSTER_HOME. Dagster side: ``ingest_job`` for one week
-(re-materialized each repetition). Bare side: for every kind the job ingests, ``core.ingest.files_for_week``
-+ ``core.ingest.ingest_week`` on the same files (validation and quarantine routing; no storage).
-Goal (issue 11): Dagster ÷ bare <= 2.
+``definitions.defs`` on a DagsterInstance in a temp DAGSTER_HOME. Two comparisons, each interleaved:
+
+* one week: ``ingest_job`` for one tenant-week (re-materialized each repetition, as the sensor launches a new
+  week) ÷ the bare validation of that week;
+* history: one ``ingest_job`` run over every week of the tenant (the single-run backfill ``riskml run`` and
+  ``riskml ingest-history`` launch) ÷ the bare validation of every week.
+
+Bare side: for every kind the job ingests, ``core.ingest.files_for_week`` + ``core.ingest.ingest_week`` on the
+same files (validation and quarantine routing; no storage). Goal (issue 11): Dagster ÷ bare <= 2.
 """
 from __future__ import annotations
 
@@ -48,13 +53,14 @@ def main(argv=None) -> int:
         files = sorted(tdir.iterdir())
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
-        def bare():
+        def bare(weeks=(week,)):
             rows = 0
-            for kind in KINDS:
-                fs = core_ingest.files_for_week(kind, files, week)
-                if fs:
-                    rows += len(core_ingest.ingest_week(kind, fs, tenant=tenant, now=now, week=week,
-                                                        first_week=PARTITIONS_START).valid)
+            for w in weeks:
+                for kind in KINDS:
+                    fs = core_ingest.files_for_week(kind, files, w)
+                    if fs:
+                        rows += len(core_ingest.ingest_week(kind, fs, tenant=tenant, now=now, week=w,
+                                                            first_week=PARTITIONS_START).valid)
             return rows
 
         run_ids = []
@@ -71,6 +77,23 @@ def main(argv=None) -> int:
         T.report_times(TAG, times)
         T.report_ratio(TAG, times, "dagster", "bare", ("<=", 2.0))
         T.report_value(TAG, "event_records_per_run", plat.event_records(run_ids[-1]))
+
+        # history: every week of the tenant in one run
+        history_ids = []
+
+        def dagster_history():
+            res = plat.run_range("ingest_job", tenant, all_weeks[0], all_weeks[-1])
+            if not res.success:
+                raise RuntimeError(f"ingest_job {tenant}|{all_weeks[0]}..{all_weeks[-1]} failed")
+            history_ids.append(res.run_id)
+
+        rows = bare(all_weeks)
+        T.note(TAG, f"history {tenant}|{all_weeks[0]}..{all_weeks[-1]}: {len(all_weeks)} weeks, {rows} valid rows")
+        times = T.interleave({"dagster_history": dagster_history, "bare_history": lambda: bare(all_weeks)},
+                             max(1, args.repeat // 2))
+        T.report_times(TAG, times)
+        T.report_ratio(TAG, times, "dagster_history", "bare_history", ("<=", 2.0))
+        T.report_value(TAG, "event_records_per_history_run", plat.event_records(history_ids[-1]))
     finally:
         if plat:
             plat.close()

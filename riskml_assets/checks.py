@@ -49,7 +49,9 @@ def gate_results(gates: Mapping[str, Gate], values: Mapping[str, object], extra:
     for name, value in values.items():
         res = gates[name].evaluate(value)
         if log is not None:
-            (log.info if res.passed else log.error if res.blocks else log.warning)(res.describe())
+            # a passed gate is said by its check evaluation (same text as its description); a stored log line
+            # would repeat it (issue 11: one SQLite write per record) -- failures and warnings stay in the log
+            (log.debug if res.passed else log.error if res.blocks else log.warning)(res.describe())
         meta = {"metric": res.gate.metric, "value": _num(value), "operator": res.gate.op,
                 "threshold": float(res.gate.threshold), "action": res.gate.action}
         meta.update((extra or {}).get(name, {}))

@@ -25,7 +25,10 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Iterator, Optional
 
 import dagster as dg
-import pandas as pd
+from .core.lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 from pydantic import Field
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,14 +144,14 @@ def booster_sha256(artifact: dict) -> str:
     return hashlib.sha256(artifact["booster_json"].encode()).hexdigest()
 
 
-def _upload_parquet(blob, container: str, name: str, df: pd.DataFrame) -> None:
+def _upload_parquet(blob, container: str, name: str, df: "pd.DataFrame") -> None:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     blob.get_blob_client(container, name).upload_blob(buf.getvalue(), overwrite=True)
 
 
-def train_on_azureml(context: dg.AssetExecutionContext, azureml: AzureMLPipesResource, train: pd.DataFrame,
-                     valid: pd.DataFrame, manifest: dict, params: "XGBParams") -> tuple[dict, dict]:
+def train_on_azureml(context: dg.AssetExecutionContext, azureml: AzureMLPipesResource, train: "pd.DataFrame",
+                     valid: "pd.DataFrame", manifest: dict, params: "XGBParams") -> tuple[dict, dict]:
     """Train the risk model in an Azure ML job (``riskml_assets.pipes_risk_model``) and return
     (the model artifact, metadata reported by the job). The job trains with the same core function on the
     same rows, so the booster is the one local training gives (same seed and threads)."""

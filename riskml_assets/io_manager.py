@@ -15,11 +15,12 @@ import posixpath
 from typing import Any, Optional
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from .core.contract import ContractError, validate_tenant
 from .core.lazy import lazy_attr, lazy_module
+
+pd = lazy_module("pandas")
 
 # imported on first use, not when the code location loads (upath scans every entry point on import)
 pl = lazy_module("polars")

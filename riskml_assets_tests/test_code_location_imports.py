@@ -12,7 +12,7 @@ import pytest
 from riskml_assets.core.lazy import lazy_attr, lazy_module
 
 HEAVY = ("scipy", "sklearn", "matplotlib", "mlflow", "xgboost", "lightgbm", "optuna", "adlfs", "dask",
-         "distributed", "imblearn", "polars", "pandera")
+         "distributed", "imblearn", "polars", "pandera", "pandas", "numpy", "pyarrow")
 
 
 def _modules_after(code: str) -> set[str]:
@@ -51,3 +51,62 @@ def test_lazy_helpers():
     assert cls.from_float(0.5) == cls(1, 2)
     with pytest.raises(AttributeError):
         lazy_module("json").no_such_name
+
+
+def test_lazy_names_pickle_as_the_real_ones():
+    """A closure over a lazy ``pd`` must pickle (Dask ships map_partitions functions to workers and tokenizes
+    them by pickling): the lazy name pickles as a reference to the real module or attribute."""
+    import pickle
+
+    import cloudpickle
+
+    assert pickle.loads(pickle.dumps(lazy_module("json"))) is json
+    assert pickle.loads(pickle.dumps(lazy_attr("json", "dumps"))) is json.dumps
+    pd = lazy_module("pandas")
+
+    def rows(n):
+        return len(pd.DataFrame({"a": range(n)}))
+
+    blob = cloudpickle.dumps(rows)
+    assert blob == cloudpickle.dumps(rows)  # deterministic (Dask's tokenizer)
+    assert pickle.loads(blob)(3) == 3
+
+
+def test_frame_annotation_accepts_pandas_and_polars_frames_only():
+    """Asset inputs and outputs are annotated ``Frame`` (not ``pd.DataFrame``, which would import pandas when the
+    code location loads); Dagster type-checks with isinstance, which must still refuse anything but a frame."""
+    import pandas as pd
+    import polars as pl
+
+    from riskml_assets.assets.common import Frame
+
+    assert isinstance(pd.DataFrame({"a": [1]}), Frame)
+    assert isinstance(pl.DataFrame({"a": [1]}), Frame)
+    assert not isinstance(pd.Series([1]), Frame)
+    assert not isinstance({"a": [1]}, Frame)
+    assert not isinstance(pl.DataFrame({"a": [1]}).lazy(), Frame)
+
+
+def test_a_non_frame_output_fails_dagster_type_check(tmp_path):
+    """The Frame annotation is a real Dagster type check: an asset annotated ``-> Frame`` that returns a dict fails."""
+    import dagster as dg
+
+    from riskml_assets.assets.common import Frame
+
+    @dg.asset
+    def not_a_frame() -> Frame:
+        return {"a": 1}
+
+    @dg.asset
+    def a_frame() -> Frame:
+        import pandas as pd
+
+        return pd.DataFrame({"a": [1]})
+
+    ok = dg.materialize([a_frame], raise_on_error=False)
+    assert ok.success
+    bad = dg.materialize([not_a_frame], raise_on_error=False)
+    assert not bad.success
+    failure = [e for e in bad.all_events if e.is_step_failure][0]
+    assert "Frame" in str(failure.event_specific_data.error.message) or "type check" in str(
+        failure.event_specific_data.error.message).lower()

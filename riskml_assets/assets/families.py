@@ -4,8 +4,11 @@ import json
 from typing import Any, Callable
 
 import dagster as dg
-import numpy as np
-import pandas as pd
+from ..core.lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 from pydantic import Field
 
 from ..checks import check_spec
@@ -39,7 +42,7 @@ class FamilyConfig(dg.Config):
                 "seed": self.seed, "options": dict(self.options)}
 
 
-def _forecast_rows(dataset_splits: pd.DataFrame, feature_manifest: dict, **_) -> tuple[pd.DataFrame, dict]:
+def _forecast_rows(dataset_splits: "pd.DataFrame", feature_manifest: dict, **_) -> tuple["pd.DataFrame", dict]:
     real = dataset_splits
     if "is_synthetic" in real.columns:
         real = real[~real["is_synthetic"].fillna(False).astype(bool)]
@@ -47,7 +50,7 @@ def _forecast_rows(dataset_splits: pd.DataFrame, feature_manifest: dict, **_) ->
 
 
 def _ranker_rows(recommendation_interactions, risk_snapshots, activity_events, feature_manifest: dict,
-                 week: str = "", **_) -> tuple[pd.DataFrame, dict]:
+                 week: str = "", **_) -> tuple["pd.DataFrame", dict]:
     inter = concat(recommendation_interactions)
     if len(inter) == 0:
         raise dg.Failure(description="no recommendation feedback (interactions files) in the window: the action "
@@ -154,7 +157,7 @@ def build_family_assets(family: str) -> list[dg.AssetsDefinition]:
     return [_model, _evaluation]
 
 
-def _report(family: str, rep: dict, test: pd.DataFrame, model: dict) -> tuple[str, dict]:
+def _report(family: str, rep: dict, test: "pd.DataFrame", model: dict) -> tuple[str, dict]:
     flat = {k: v for k, v in rep.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     lines = [f"# {family} evaluation", "", f"Test rows: {len(test)}", "", "## Metrics",
              pd.DataFrame(sorted(flat.items()), columns=["metric", "value"]).to_markdown(index=False, floatfmt=".4f")]

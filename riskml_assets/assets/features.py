@@ -4,7 +4,10 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
+from ..core.lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 from pydantic import Field
 
 from ..checks import gate_results, gate_specs
@@ -43,7 +46,7 @@ _window_in_polars = dict(partition_mapping=lookback_mapping,
                          metadata={"allow_missing_partitions": True, "frame_type": "polars"})
 
 
-def history_before(snapshots: pd.DataFrame, end) -> pd.DataFrame:
+def history_before(snapshots: "pd.DataFrame", end) -> "pd.DataFrame":
     if not len(snapshots):
         return snapshots
     return snapshots[pd.to_datetime(snapshots["snapshot_date"]) < pd.Timestamp(end)].reset_index(drop=True)

@@ -14,7 +14,10 @@ import datetime as dt
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
+from ..core.lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 
 from ..checks import gate_results, gate_specs
 from ..core import ingest as core_ingest
@@ -68,7 +71,7 @@ def accepted_files(incoming: Path, today: dt.date | None = None) -> list[Path]:
     return accepted
 
 
-def _write_quarantine(settings: RiskmlSettings, kind: str, tenant: str, week: str, q: pd.DataFrame) -> Path | None:
+def _write_quarantine(settings: RiskmlSettings, kind: str, tenant: str, week: str, q: "pd.DataFrame") -> Path | None:
     path = Path(settings.quarantine_dir) / kind / validate_tenant(tenant) / f"{week}.parquet"
     if len(q) == 0:
         if path.exists():

@@ -12,7 +12,10 @@ were prepared gets ``available: false`` with the reason.
 from typing import Literal
 
 import dagster as dg
-import pandas as pd
+from ..core.lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 from pydantic import Field
 
 from ..core.pooled import POOLED_KEY, PooledConfigError, parse_pooled, train_pooled_model, unavailable

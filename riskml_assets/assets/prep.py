@@ -3,7 +3,10 @@
 from typing import Literal, Optional
 
 import dagster as dg
-import pandas as pd
+from ..core.lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 from pydantic import Field
 
 from ..checks import gate_results, gate_specs
@@ -15,7 +18,7 @@ from ..core.features import LABEL
 from ..core.splits import SPLITS, split_examples, split_stats
 from ..partitions import split_key, tenant_week
 from ..resources import RiskmlSettings
-from .common import OWNERS, frame_metadata, md_table
+from .common import OWNERS, Frame, frame_metadata, md_table
 
 _common = dict(partitions_def=tenant_week, group_name="prepare", kinds={"pandas", "parquet"}, owners=OWNERS,
                tags={"domain": "risk"}, code_version="1")
@@ -24,7 +27,7 @@ _common = dict(partitions_def=tenant_week, group_name="prepare", kinds={"pandas"
 @dg.asset(**_common, check_specs=gate_specs("clean_examples", ("clean_examples_drop_share",)),
           description="Validated, cleaned examples: rows with missing critical features, a CRM probability outside "
                       "0-100 or infinite values removed (with the reason); other missing values kept for the model.")
-def clean_examples(context: dg.AssetExecutionContext, riskml: RiskmlSettings, training_examples: pd.DataFrame,
+def clean_examples(context: dg.AssetExecutionContext, riskml: RiskmlSettings, training_examples: Frame,
                    feature_manifest: dict):
     clean, dropped, stats = clean_fn(training_examples, feature_manifest["features"])
     context.log.info(f"cleaning kept {stats['rows_out']} of {stats['rows_in']} rows; dropped: {stats['drop_reasons']}")
@@ -55,7 +58,7 @@ class SplitConfig(dg.Config):
     description="Train / validation / test (column `split`), grouped by opportunity: all snapshots of an "
                 "opportunity land in one split, and the same split every week (stable hash of tenant + opportunity).")
 def dataset_splits(context: dg.AssetExecutionContext, config: SplitConfig, riskml: RiskmlSettings,
-                   clean_examples: pd.DataFrame):
+                   clean_examples: Frame):
     tenant, _ = split_key(context)
     df = split_examples(clean_examples, method=config.method, seed=config.seed, tenant=tenant,
                         fractions=(config.train_fraction, config.validation_fraction, config.test_fraction))
@@ -99,7 +102,7 @@ _WORST = {"impossible_rows": sum}
                       "target size when data is scarce; every synthetic row has is_synthetic=True and its method. "
                       "Validation and test rows are passed through untouched.")
 def augmented_examples(context: dg.AssetExecutionContext, config: AugmentConfig, riskml: RiskmlSettings,
-                       dataset_splits: pd.DataFrame, feature_manifest: dict):
+                       dataset_splits: Frame, feature_manifest: dict):
     manifest = feature_manifest["features"]
     rules = A.load_rules(config.rules_file) if config.rules_file else None
     if config.methods:
@@ -151,7 +154,7 @@ class BalanceConfig(dg.Config):
           description="The train split, balanced between won and lost (imbalanced-learn) only when configured "
                       "(default: passed through unchanged); only train rows.")
 def balanced_train(context: dg.AssetExecutionContext, config: BalanceConfig, riskml: RiskmlSettings,
-                   augmented_examples: pd.DataFrame, feature_manifest: dict):
+                   augmented_examples: Frame, feature_manifest: dict):
     train = augmented_examples[augmented_examples["split"] == "train"].reset_index(drop=True)
     out, info = balance(train, strategy=config.strategy, target_ratio=config.target_ratio,
                         min_ratio=config.min_ratio, seed=config.seed, features=feature_manifest["features"])

@@ -4,7 +4,10 @@ registry wrapper in ``riskml_assets.registry``."""
 from typing import Optional
 
 import dagster as dg
-import pandas as pd
+from ..core.lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 from pydantic import Field
 
 from ..checks import gate_results, gate_specs
@@ -15,7 +18,7 @@ from ..core.scoring import concat_frames, rows_between, score_with_features
 from ..partitions import lookback_mapping, split_key, tenant_week
 from ..registry import ModelRegistry, mlflow_model_version_url, mlflow_run_url, register_risk_candidate
 from ..resources import RiskmlSettings
-from .common import OWNERS, concat, frame_metadata, md_table
+from .common import OWNERS, Frame, concat, frame_metadata, md_table
 
 REGISTRY_POOL = "mlflow_registry"  # SQLite registry: one writer at a time (`dagster instance concurrency set mlflow_registry 1`)
 
@@ -63,7 +66,7 @@ _window_in_polars = dict(partition_mapping=lookback_mapping,
 )
 def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig, riskml: RiskmlSettings,
                       model_registry: RegistryResource, risk_model: dict, risk_calibrator: dict,
-                      risk_evaluation: dict, dataset_splits: pd.DataFrame, feature_manifest: dict,
+                      risk_evaluation: dict, dataset_splits: Frame, feature_manifest: dict,
                       risk_snapshots, activity_events):
     tenant, week = split_key(context)
     reg = model_registry.get()

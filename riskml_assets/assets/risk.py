@@ -5,8 +5,11 @@ from dataclasses import replace
 from typing import Literal, Optional
 
 import dagster as dg
-import numpy as np
-import pandas as pd
+from ..core.lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 from pydantic import Field
 
 from ..checks import gate_results, gate_specs
@@ -24,13 +27,13 @@ from ..compute import AzureMLPipesResource, DaskResource, train_on_azureml
 from ..core.distributed import choose_execution, train_xgb_classifier_dask
 from ..partitions import split_key, tenant_week
 from ..resources import MlflowTracking, RiskmlSettings
-from .common import OWNERS, md_table
+from .common import OWNERS, Frame, md_table
 
 _common = dict(partitions_def=tenant_week, group_name="risk", owners=OWNERS, tags={"domain": "risk", "family": "risk"},
                code_version="1")
 
 
-def _split(df: pd.DataFrame, name: str) -> pd.DataFrame:
+def _split(df: "pd.DataFrame", name: str) -> "pd.DataFrame":
     return df[df["split"] == name].reset_index(drop=True)
 
 
@@ -78,7 +81,7 @@ class RiskModelConfig(dg.Config):
                       "than the fold noise; early stopping on validation; stored as JSON (XGBoost JSON, LightGBM "
                       "text, forest node arrays) with its pinned feature manifest; tracked as an MLflow run.")
 def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskml: RiskmlSettings,
-               mlflow: MlflowTracking, balanced_train: pd.DataFrame, dataset_splits: pd.DataFrame,
+               mlflow: MlflowTracking, balanced_train: Frame, dataset_splits: Frame,
                feature_manifest: dict, dask: DaskResource, azureml: AzureMLPipesResource):
     tenant, week = split_key(context)
     valid = _split(dataset_splits, "validation")
@@ -198,7 +201,7 @@ class RiskCalibratorConfig(dg.Config):
 @dg.asset(**_common, kinds={"scikitlearn"}, check_specs=gate_specs("risk_calibrator", ("risk_calibrator_ece",)),
           description="Platt or isotonic calibration of the risk model, fit on the real, unresampled validation rows.")
 def risk_calibrator(context: dg.AssetExecutionContext, config: RiskCalibratorConfig, riskml: RiskmlSettings,
-                    risk_model: dict, dataset_splits: pd.DataFrame):
+                    risk_model: dict, dataset_splits: Frame):
     valid = _split(dataset_splits, "validation")
     p_raw, y = predict_raw(risk_model, valid), valid[LABEL].to_numpy(int)
     cal = fit_risk_calibrator(p_raw, y, method=config.method, threshold=config.threshold, seed=config.seed,
@@ -245,7 +248,7 @@ class RiskEvaluationConfig(dg.Config):
 
 
 def _kept_artifact(model: dict, risk_model: dict, feature_manifest: dict, tenant: str, week: str,
-                   valid: pd.DataFrame) -> dict:
+                   valid: "pd.DataFrame") -> dict:
     """The ablation's baseline model dressed like a ``risk_model`` artifact (same run, manifest, partition)."""
     art = dict(model)
     p_va = predict_raw(art, valid)
@@ -266,8 +269,8 @@ def _kept_artifact(model: dict, risk_model: dict, feature_manifest: dict, tenant
                       "operating threshold, MSE/MAE/RMSE/R2, baselines, feature importance, largest errors, "
                       "reliability diagram; the augmentation/balancing ablation and which variant was kept.")
 def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationConfig, riskml: RiskmlSettings,
-                    mlflow: MlflowTracking, risk_model: dict, risk_calibrator: dict, dataset_splits: pd.DataFrame,
-                    balanced_train: pd.DataFrame, feature_manifest: dict, pooled_risk_model: dict):
+                    mlflow: MlflowTracking, risk_model: dict, risk_calibrator: dict, dataset_splits: Frame,
+                    balanced_train: Frame, feature_manifest: dict, pooled_risk_model: dict):
     tenant, week = split_key(context)
     test = _split(dataset_splits, "test")
     train = _split(dataset_splits, "train")

@@ -29,8 +29,11 @@ import math
 import time
 from typing import Callable, Mapping
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from . import metrics as M
 from .augmentation import DEFAULT_METHODS, METHODS, SYNTHETIC_FLAG, augment
@@ -69,7 +72,7 @@ TABLE_COLUMNS = ("variant", "augment", "balance", "real_train_rows", "synthetic_
                  "delta_brier_ci_low", "delta_brier_ci_high", "delta_auc_ci_low", "delta_auc_ci_high",
                  "best_iteration", "seconds")
 
-VariantFn = Callable[[pd.DataFrame, Mapping, int], tuple[pd.DataFrame, dict]]
+VariantFn = Callable[["pd.DataFrame", Mapping, int], tuple["pd.DataFrame", dict]]
 
 
 def _real_part(splits_df: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
-import pandas as pd
 from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 stats = lazy_module("scipy.stats")  # imported on first use (code location load time)
 
@@ -67,7 +68,7 @@ MIN_RULE_SUPPORT = 3  # real rows in a rule's region needed to resample from it 
 RULE_QUALITY_MIN_SUPPORT = Q.MIN_ROWS  # real rows in a region needed to compare marginals for a rule
 MAX_ROUNDS = 10
 
-Generator = Callable[[pd.DataFrame, Mapping, int, np.random.Generator], pd.DataFrame]
+Generator = Callable[["pd.DataFrame", Mapping, int, "np.random.Generator"], "pd.DataFrame"]
 
 
 # --------------------------------------------------------------------------------------------

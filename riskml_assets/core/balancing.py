@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from .features import LABEL
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from .lazy import lazy_attr, lazy_module
+
+np = lazy_module("numpy")
 
 # imported on first use (code location load time)
 optimize = lazy_module("scipy.optimize")

@@ -1,8 +1,11 @@
 """Cleaning of training examples: drop what cannot be trusted, keep and report everything else."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from .features import LABEL
 

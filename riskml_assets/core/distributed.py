@@ -13,7 +13,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Literal
 
-import pandas as pd
+from .lazy import lazy_module
+
+pd = lazy_module("pandas")
+
 
 from .features import LABEL
 from .training import (XGBParams, category_levels, design_matrix, model_artifact, model_features,

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 WARN_PSI = 0.1
 FAIL_PSI = 0.25

@@ -1,9 +1,10 @@
 """Evaluation of the risk family: metrics on the test split, baselines, errors and the markdown report."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-from .lazy import lazy_attr
+from .lazy import lazy_attr, lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 StratifiedKFold = lazy_attr("sklearn.model_selection", "StratifiedKFold")  # imported on first use
 

@@ -33,8 +33,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from . import forecast as FC
 from . import metrics as M

@@ -54,9 +54,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
-import pandas as pd
 from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 pl = lazy_module("polars")  # imported on first use (code location load time)
 

@@ -48,8 +48,11 @@ from __future__ import annotations
 import time
 from typing import Mapping, Sequence
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from . import metrics as M
 from .selection import make_folds, make_model, model_from_dict

@@ -38,14 +38,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from riskml_assets.core import contract
 from riskml_assets.core.contract import ContractError
 from riskml_assets.core.lazy import lazy_module
+
+# imported on first use, not when the code location loads
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+pa = lazy_module("pyarrow")
+pq = lazy_module("pyarrow.parquet")
 
 # the pandera schemas: imported by the first validation, not when the code location loads
 _schemas = lazy_module("riskml_assets.core.schemas")

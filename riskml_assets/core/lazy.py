@@ -1,4 +1,4 @@
-"""Deferred imports of heavy libraries (scipy, scikit-learn, matplotlib, ...).
+"""Deferred imports of heavy libraries (pandas, numpy, pyarrow, scipy, scikit-learn, matplotlib, ...).
 
 Loading the code location imports every asset module, and through them the core modules; a library
 those modules use only inside functions should not be paid for at load time (``dagster definitions
@@ -33,6 +33,10 @@ class LazyModule(types.ModuleType):
     def __repr__(self) -> str:
         return f"<lazy module {self.__dict__['_lazy_target']!r}>"
 
+    def __reduce__(self):
+        # pickled (cloudpickle: a Dask task's closure over ``pd``; Dask's tokenizer) as the real module, by name
+        return importlib.import_module, (self.__dict__["_lazy_target"],)
+
 
 class LazyAttr:
     """Stands for ``module.attr`` (a class or function); imports it on the first call or attribute access."""
@@ -55,6 +59,13 @@ class LazyAttr:
 
     def __repr__(self) -> str:
         return f"<lazy {self._module}.{self._attr}>"
+
+    def __reduce__(self):
+        return _import_attr, (self._module, self._attr)
+
+
+def _import_attr(module: str, attr: str) -> Any:
+    return getattr(importlib.import_module(module), attr)
 
 
 def lazy_module(name: str) -> LazyModule:

@@ -27,8 +27,11 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from .features import EXTRA_PREFIX, LABEL
 

@@ -29,9 +29,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 stats = lazy_module("scipy.stats")  # imported on first use (code location load time)
 

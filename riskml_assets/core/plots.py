@@ -12,8 +12,9 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-from .lazy import lazy_attr
+from .lazy import lazy_attr, lazy_module
+
+np = lazy_module("numpy")
 
 # imported on first use (code location load time)
 FigureCanvasAgg = lazy_attr("matplotlib.backends.backend_agg", "FigureCanvasAgg")

@@ -21,8 +21,11 @@ from __future__ import annotations
 import hashlib
 from typing import Callable, Mapping
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from . import metrics as M
 from .evaluation import apply_calibrator, fit_risk_calibrator

@@ -32,8 +32,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from . import metrics as M
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import time
 from typing import Mapping, Sequence
 
-import numpy as np
-import pandas as pd
 from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 pl = lazy_module("polars")  # imported on first use (code location load time)
 

@@ -25,9 +25,10 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
 
 pl = lazy_module("polars")  # imported on first use (code location load time)
 

@@ -22,8 +22,11 @@ import time
 from dataclasses import dataclass, field, asdict, fields
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
-import pandas as pd
+from .lazy import lazy_module
+
+np = lazy_module("numpy")
+pd = lazy_module("pandas")
+
 
 from .features import LABEL
 
