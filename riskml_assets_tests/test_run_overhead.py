@@ -61,3 +61,91 @@ def test_the_instance_keeps_events_and_info_lines_but_not_debug_lines(tmp_path, 
     assert lines == ["an info line"]
     kinds = [e.dagster_event.event_type_value for e in logs if e.dagster_event is not None]
     assert kinds.count("ASSET_MATERIALIZATION") == 2 and kinds.count("STEP_SUCCESS") == 2
+
+
+def test_the_shipped_instance_keeps_one_event_log_engine_per_shard(tmp_path, monkeypatch):
+    """config/dagster_home.yaml (and ./dagster.yaml) configure riskml's SQLite event log: it stores and reads the
+    same events as Dagster's class in the same files, building one SQLAlchemy engine per shard instead of one per
+    statement (issue 11: ~1,700 engines for a 12-week ingestion run)."""
+    from riskml_assets import instance_storage as S
+
+    for cfg in ("config/dagster_home.yaml", "dagster.yaml"):
+        assert "class: RiskmlSqliteEventLogStorage" in (ROOT / cfg).read_text(), cfg
+    built, asked = [], []
+    real, real_engine_for = S.create_engine, S.RiskmlSqliteEventLogStorage.engine_for
+    monkeypatch.setattr(S, "create_engine", lambda *a, **k: built.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(S.RiskmlSqliteEventLogStorage, "engine_for",
+                        lambda self, url: asked.append(url) or real_engine_for(self, url))
+
+    @dg.asset(io_manager_key="mem", check_specs=[dg.AssetCheckSpec("positive", asset="counted")])
+    def counted(context):
+        context.log.info("an info line")
+        yield dg.Output(3)
+        yield dg.AssetCheckResult(check_name="positive", passed=True)
+
+    @dg.asset(io_manager_key="mem")
+    def doubled(counted):
+        return counted * 2
+
+    def run(home_yaml: str | None):
+        home = tmp_path / (home_yaml or "stock")
+        home.mkdir()
+        if home_yaml:
+            shutil.copy(ROOT / "config" / "dagster_home.yaml", home / "dagster.yaml")
+        else:
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            for _ in range(2):
+                res = dg.materialize([counted, doubled], instance=instance, resources={"mem": dg.InMemoryIOManager()})
+                assert res.success
+            kinds = [e.dagster_event.event_type_value if e.dagster_event else "log" for e in instance.all_logs(res.run_id)]
+            mats = instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records
+            checks = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey("counted"), "positive"), limit=10)
+            return type(instance.event_log_storage), kinds, len(mats), [c.status.value for c in checks]
+
+    ours, ours_kinds, ours_mats, ours_checks = run("dagster_home.yaml")
+    assert ours is S.RiskmlSqliteEventLogStorage
+    engines = len(built)
+    assert 2 <= engines <= 3, built  # the index shard and the two runs' shards: not one per statement
+    assert len(asked) > 10 * engines  # ... for the many statements that went through them
+    assert len(set(built)) == engines
+    stock, stock_kinds, stock_mats, stock_checks = run(None)
+    assert stock is not S.RiskmlSqliteEventLogStorage and len(built) == engines  # Dagster's class builds its own
+    assert ours_kinds == stock_kinds and len(ours_kinds) > 15
+    assert ours_mats == stock_mats == 2
+    assert ours_checks == stock_checks == ["SUCCEEDED", "SUCCEEDED"]
+
+
+def test_the_event_log_disposes_engines_beyond_its_bound(tmp_path, monkeypatch):
+    from riskml_assets import instance_storage as S
+
+    monkeypatch.setattr(S, "MAX_ENGINES", 2)
+    storage = S.RiskmlSqliteEventLogStorage(str(tmp_path / "runs"))
+    for run_id in ("a", "b", "c"):
+        with storage.run_connection(run_id) as conn:
+            conn.exec_driver_sql("select 1")
+    assert [k.rsplit("/", 1)[-1] for k in storage._engines] == ["b.db", "c.db"]  # index's and a's engines went
+    storage.dispose()
+    assert not storage._engines
+
+
+def test_the_event_log_remembers_present_tables_only(tmp_path):
+    from riskml_assets import instance_storage as S
+
+    storage = S.RiskmlSqliteEventLogStorage(str(tmp_path / "runs"))
+    assert storage.has_table("dynamic_partitions") and "dynamic_partitions" in storage._tables
+    assert not storage.has_table("no_such_table") and "no_such_table" not in storage._tables
+    with storage.index_connection() as conn:
+        conn.exec_driver_sql("create table no_such_table (x integer)")
+    assert storage.has_table("no_such_table")  # asked again, found now
+    storage.add_dynamic_partitions("tenant", ["acme"])
+    assert storage.has_dynamic_partition("tenant", "acme") and not storage.has_dynamic_partition("tenant", "other")
+    storage.wipe()  # forgets, then Dagster re-creates the index (and asks again)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "runs" / "index.db") as db:
+        present = {r[0] for r in db.execute("select name from sqlite_master where type = 'table'")}
+    assert storage._tables and storage._tables <= present and "no_such_table" not in storage._tables
+    storage.dispose()
