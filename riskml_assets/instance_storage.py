@@ -33,7 +33,6 @@ from typing import Any, Iterator
 from dagster import Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
-from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.pool import NullPool
 
 # the index shard plus the runs being written or read at a time; an engine holds no connection (NullPool)
@@ -51,8 +50,7 @@ def default_base_dir() -> str:
 class RiskmlSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` that reuses one SQLAlchemy engine per shard (see the module docstring)."""
 
-    def __init__(self, base_dir: str | None = None, inst_data=None, wal: bool = False):
-        self._wal = wal
+    def __init__(self, base_dir: str | None = None, inst_data=None):
         self._engines: OrderedDict[str, Any] = OrderedDict()  # before Dagster's __init__, which runs statements
         self._tables: set[str] = set()
         super().__init__(base_dir or default_base_dir(), inst_data=inst_data)
@@ -60,16 +58,11 @@ class RiskmlSqliteEventLogStorage(SqliteEventLogStorage):
     @classmethod
     def config_type(cls):
         return {"base_dir": Field(StringSource, is_required=False,
-                                  description="Folder of the SQLite shards (default: $DAGSTER_HOME/history/runs)"),
-                "wal": Field(bool, is_required=False, default_value=False,
-                             description="SQLite write-ahead log with synchronous=NORMAL: a commit does not wait "
-                                         "for the disk (a power cut can lose the last events, never corrupt the "
-                                         "files); local disks only, not a network share")}
+                                  description="Folder of the SQLite shards (default: $DAGSTER_HOME/history/runs)")}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> "RiskmlSqliteEventLogStorage":
-        config_value = config_value or {}
-        return cls(base_dir=config_value.get("base_dir"), inst_data=inst_data, wal=bool(config_value.get("wal")))
+        return cls(base_dir=(config_value or {}).get("base_dir"), inst_data=inst_data)
 
     def engine_for(self, conn_string: str):
         """The kept engine of one shard file (least recently used ones are disposed beyond ``MAX_ENGINES``)."""
@@ -77,8 +70,6 @@ class RiskmlSqliteEventLogStorage(SqliteEventLogStorage):
         if engine is None:
             engine = create_engine(conn_string, poolclass=NullPool,
                                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-            if self._wal:
-                sqlalchemy_event.listen(engine, "connect", _wal_pragmas)
         self._engines[conn_string] = engine
         while len(self._engines) > MAX_ENGINES:
             _, old = self._engines.popitem(last=False)
@@ -121,10 +112,3 @@ class RiskmlSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         self._drop_engines()
         super().dispose()
-
-
-def _wal_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()

@@ -149,26 +149,3 @@ def test_the_event_log_remembers_present_tables_only(tmp_path):
         present = {r[0] for r in db.execute("select name from sqlite_master where type = 'table'")}
     assert storage._tables and storage._tables <= present and "no_such_table" not in storage._tables
     storage.dispose()
-
-
-def test_the_event_log_can_use_sqlite_write_ahead_logging(tmp_path):
-    """Opt-in ``wal: true``: the shard files switch to SQLite's write-ahead log (commits do not wait for the disk);
-    off by default, where the files keep Dagster's rollback journal."""
-    import sqlite3
-
-    from riskml_assets import instance_storage as S
-
-    for wal, expected in ((True, "wal"), (False, "delete")):
-        base = tmp_path / f"wal-{wal}"
-        storage = S.RiskmlSqliteEventLogStorage(str(base), wal=wal)
-        storage.add_dynamic_partitions("tenant", ["acme"])
-        assert storage.has_dynamic_partition("tenant", "acme")
-        storage.dispose()
-        with sqlite3.connect(base / "index.db") as db:
-            assert db.execute("pragma journal_mode").fetchone()[0] == expected
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster_home.yaml").read_text().replace(
-        "  class: RiskmlSqliteEventLogStorage\n", "  class: RiskmlSqliteEventLogStorage\n  config:\n    wal: true\n"))
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert instance.event_log_storage._wal is True
