@@ -45,6 +45,14 @@ def parser(description: str, *, repeat: int, quick_repeat: int = 1) -> argparse.
     return p
 
 
+def add_instance_option(p: argparse.ArgumentParser) -> None:
+    """``--instance``: the Dagster instance storage the Dagster side runs on (benchmarks with a Platform)."""
+    p.add_argument("--instance", choices=("sqlite", "postgres"), default="sqlite",
+                   help="sqlite: the embedded default (config/dagster_home.yaml); postgres: runs, events and "
+                        "schedules in a PostgreSQL server started for the run on 127.0.0.1 (fsync on, as "
+                        "deploy/dagster.yaml's production instance; needs the Debian postgresql package)")
+
+
 def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse, put ``--code-root`` first on ``sys.path`` (and on PYTHONPATH for child processes), work from it
     (relative config paths such as config/gates.yaml resolve there), and fill in ``repeat``."""
@@ -270,7 +278,7 @@ class Platform:
     on a persistent DagsterInstance in a temp DAGSTER_HOME, with data, assets, quarantine and MLflow in a temp
     data dir. Import only after ``parse`` (code root) — it sets the environment before loading definitions."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, instance: str = "sqlite"):
         root = Path(root)
         self.root = root
         self.home, self.data = root / "dagster_home", root / "data"
@@ -279,8 +287,22 @@ class Platform:
         # the instance config a user gets (`riskml` copies config/dagster_home.yaml into DAGSTER_HOME): same
         # log level and settings as a real run, so the event-record count is the user's
         shipped = Path.cwd() / "config" / "dagster_home.yaml"  # parse() works from the code root
-        (self.home / "dagster.yaml").write_text(shipped.read_text() if shipped.exists()
-                                                else "telemetry:\n  enabled: false\n")
+        yaml_text = shipped.read_text() if shipped.exists() else "telemetry:\n  enabled: false\n"
+        self._pg = None
+        if instance == "postgres":  # the production instance's storage (deploy/dagster.yaml), on a local server
+            import contextlib
+            import importlib.util
+
+            # the tests' throw-away server helper, loaded by path (sys.path stays on --code-root)
+            spec = importlib.util.spec_from_file_location("_riskml_services", REPO / "riskml_assets_tests" / "services.py")
+            services = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(services)
+            self._pg = contextlib.ExitStack()
+            pg = self._pg.enter_context(services.postgres_server(fsync=True))
+            url = pg["createdb"]("dagster").replace("postgresql://", "postgresql+psycopg2://", 1)
+            yaml_text = re.sub(r"(?ms)^event_log_storage:\n(?:  .*\n)+", "", yaml_text)
+            yaml_text += f"storage:\n  postgres:\n    postgres_url: {url}\n"
+        (self.home / "dagster.yaml").write_text(yaml_text)
         os.environ["DAGSTER_HOME"] = str(self.home)
         os.environ["RISKML_DATA_DIR"] = str(self.data)
         self.tracking_uri = f"sqlite:///{self.data / 'mlflow.db'}"
@@ -364,6 +386,8 @@ class Platform:
             self.instance.dispose()
         except Exception:  # noqa: BLE001
             pass
+        if self._pg is not None:
+            self._pg.close()  # stops the PostgreSQL server this platform started (by its PID)
 
 
 # ----------------------------------------------------------------------------------------- a small model

@@ -184,6 +184,7 @@ class Bare:
 
 def main(argv=None) -> int:
     p = T.parser(__doc__, repeat=3, quick_repeat=1)
+    T.add_instance_option(p)
     p.add_argument("--weeks", type=int, default=None, help="simulated weeks (default 40, 8 with --quick)")
     args = T.parse(p, argv)
     T.header(TAG, "train_job of one tenant-week through Dagster vs the same core functions in one process", args)
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
     root = Path(tempfile.mkdtemp(prefix="riskml-bench-p1-"))
     plat = None
     try:
-        plat = T.Platform(root)
+        plat = T.Platform(root, instance=args.instance)
+        T.note(TAG, f"Dagster instance: {args.instance}")
         if args.quick:
             plat.relax_gates()
         tenant = "benchp1"

@@ -33,6 +33,7 @@ KINDS = ("snapshots", "outcomes", "activities", "interactions")
 
 def main(argv=None) -> int:
     p = T.parser(__doc__, repeat=7, quick_repeat=1)
+    T.add_instance_option(p)
     p.add_argument("--weeks", type=int, default=None, help="simulated weeks (default 12, 4 with --quick)")
     args = T.parse(p, argv)
     T.header(TAG, "one ingestion run through Dagster vs the bare core.ingest validation", args)
@@ -40,7 +41,8 @@ def main(argv=None) -> int:
     root = Path(tempfile.mkdtemp(prefix="riskml-bench-p2-"))
     plat = None
     try:
-        plat = T.Platform(root)
+        plat = T.Platform(root, instance=args.instance)
+        T.note(TAG, f"Dagster instance: {args.instance}")
         from riskml_assets.core import ingest as core_ingest
         from riskml_assets.partitions import PARTITIONS_START
 

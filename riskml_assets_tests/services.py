@@ -106,8 +106,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_server(timeout: float = 60.0):
-    """A throw-away PostgreSQL cluster on 127.0.0.1 and a free port (trust auth, loopback only).
+def postgres_server(timeout: float = 60.0, fsync: bool = False):
+    """A throw-away PostgreSQL cluster on 127.0.0.1 and a free port (trust auth, loopback only). ``fsync=False``
+    (tests) skips waiting for the disk; the benchmarks start it with ``fsync=True``, as a real server runs.
 
     Yields pid, port, url (``postgresql://postgres@127.0.0.1:PORT/postgres``) and ``createdb(name) -> url``.
     """
@@ -128,7 +129,7 @@ def postgres_server(timeout: float = 60.0):
     if as_user:
         os.chown(log.name, as_user["user"], as_user["group"])
     proc = subprocess.Popen([postgres, "-D", data, "-h", "127.0.0.1", "-p", str(port), "-k", workdir,
-                             "-c", "fsync=off", "-c", "max_connections=100"],
+                             "-c", f"fsync={'on' if fsync else 'off'}", "-c", "max_connections=100"],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, **as_user)
     t0 = time.monotonic()
