@@ -114,6 +114,9 @@ def _instance():
     ensure_dagster_home()
     import dagster as dg
 
+    from .instance_storage import install_when_imported
+
+    install_when_imported()  # the SQLite event log keeps its engines (issue 11)
     return dg.DagsterInstance.get()
 
 

@@ -1,114 +1,155 @@
-"""The Dagster instance's SQLite event log, with its SQLAlchemy engines kept between statements (issue 11).
+"""Dagster's SQLite event log, with its SQLAlchemy engines kept between statements (issue 11).
 
-Dagster's ``SqliteEventLogStorage`` builds a new SQLAlchemy engine for every statement it runs and disposes of
-it afterwards: one per stored event (two or three for an asset event or a check result, which are mirrored into
-the index shard), one per dynamic-partition look-up. Building the engine and compiling each statement again --
-an engine's compiled-statement cache goes with it -- was about a third of the time spent storing events
-(profiled: a 12-week ingestion run stored 291 events through 1,692 engines). It also asks, through yet
-another new engine, whether the index has a table before every dynamic-partition look-up (266 times in one
-training run); a present table is remembered here.
+Dagster's ``SqliteEventLogStorage`` (the event log of the embedded SQLite instance) builds a new SQLAlchemy engine
+for every statement it runs and disposes of it afterwards: one per stored event (two or three for an asset event
+or a check result, which are mirrored into the index shard), one per dynamic-partition look-up. Building the
+engine and compiling each statement again -- an engine's compiled-statement cache goes with it -- was about a
+third of the time spent storing events (profiled: a 12-week ingestion run stored 291 events through 1,692
+engines). It also asks, through yet another new engine, whether the index has a table before every
+dynamic-partition look-up (266 times in one training run).
 
-``RiskmlSqliteEventLogStorage`` keeps one engine per shard file (the index and the most recent runs). It still
-uses ``NullPool``: every statement opens its own SQLite connection and closes it, exactly as before, so
-several processes (run workers, the webserver, the daemon) share the files as they did; only the engine object
-and its statement cache are reused. Same files and schema as Dagster's class: an instance can switch between
-the two.
+``install()`` gives that class, in this process, one kept engine per shard file (LRU, ``MAX_ENGINES``) and a memory
+of the tables that exist. It still uses ``NullPool``: every statement opens its own SQLite connection and closes
+it, exactly as before, so processes that did not install it (the webserver, the daemon) share the files as they
+did; only the engine object and its statement cache are reused. Same files, same schema, same instance config.
 
-Configured in ``config/dagster_home.yaml`` (copied into a new DAGSTER_HOME) and ``dagster.yaml``::
+Why a patch and not a storage class named in ``dagster.yaml``: a custom class does not learn which folder the
+instance was opened from (``DagsterInstance.from_config(dir)``, run workers rebuilt from an instance ref), only
+its own config; defaulting to ``$DAGSTER_HOME`` read and wrote the wrong event log whenever an instance was opened
+from another folder. Patched here, Dagster keeps choosing the folder. Dagster is pinned (1.13.27); the tests
+check the patched methods against the stock ones on real runs.
 
-    event_log_storage:
-      module: riskml_assets.instance_storage
-      class: RiskmlSqliteEventLogStorage
-
-``base_dir`` defaults to ``$DAGSTER_HOME/history/runs``, where Dagster's default SQLite storage keeps it.
-PostgreSQL (``deploy/dagster.yaml``) pools its connections already and does not use this.
+Installed when the code location loads (``riskml_assets.definitions``: run workers, the code server, tests) and
+by the ``riskml`` CLI before it opens the instance. PostgreSQL (``deploy/dagster.yaml``) pools its connections
+already and is not affected.
 """
 from __future__ import annotations
 
-import os
+import importlib.abc
+import importlib.util
+import sys
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from dagster import Field, StringSource
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
-from dagster._core.storage.sql import create_engine
-from sqlalchemy.pool import NullPool
+SQLITE_EVENT_LOG = "dagster._core.storage.event_log.sqlite.sqlite_event_log"
 
 # the index shard plus the runs being written or read at a time; an engine holds no connection (NullPool)
 MAX_ENGINES = 32
 SQLITE_BUSY_TIMEOUT_SECONDS = 15  # Dagster's own value for its SQLite connections
 
-
-def default_base_dir() -> str:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        raise ValueError("RiskmlSqliteEventLogStorage: set base_dir in dagster.yaml or the DAGSTER_HOME variable")
-    return os.path.join(home, "history", "runs", "")
+_STOCK: dict[str, Any] = {}
 
 
-class RiskmlSqliteEventLogStorage(SqliteEventLogStorage):
-    """``SqliteEventLogStorage`` that reuses one SQLAlchemy engine per shard (see the module docstring)."""
+def engine_for(storage, conn_string: str):
+    """The kept engine of one shard file of ``storage`` (least recently used ones disposed beyond MAX_ENGINES)."""
+    from dagster._core.storage.sql import create_engine
+    from sqlalchemy.pool import NullPool
 
-    def __init__(self, base_dir: str | None = None, inst_data=None):
-        self._engines: OrderedDict[str, Any] = OrderedDict()  # before Dagster's __init__, which runs statements
-        self._tables: set[str] = set()
-        super().__init__(base_dir or default_base_dir(), inst_data=inst_data)
+    engines = storage.__dict__.setdefault("_riskml_engines", OrderedDict())
+    engine = engines.pop(conn_string, None)
+    if engine is None:
+        engine = create_engine(conn_string, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    engines[conn_string] = engine
+    while len(engines) > MAX_ENGINES:
+        engines.popitem(last=False)[1].dispose()
+    return engine
 
-    @classmethod
-    def config_type(cls):
-        return {"base_dir": Field(StringSource, is_required=False,
-                                  description="Folder of the SQLite shards (default: $DAGSTER_HOME/history/runs)")}
 
-    @classmethod
-    def from_config_value(cls, inst_data, config_value) -> "RiskmlSqliteEventLogStorage":
-        return cls(base_dir=(config_value or {}).get("base_dir"), inst_data=inst_data)
-
-    def engine_for(self, conn_string: str):
-        """The kept engine of one shard file (least recently used ones are disposed beyond ``MAX_ENGINES``)."""
-        engine = self._engines.pop(conn_string, None)
-        if engine is None:
-            engine = create_engine(conn_string, poolclass=NullPool,
-                                   connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-        self._engines[conn_string] = engine
-        while len(self._engines) > MAX_ENGINES:
-            _, old = self._engines.popitem(last=False)
-            old.dispose()
-        return engine
-
-    @contextmanager
-    def _connect(self, shard: str) -> Iterator[Any]:  # Dagster's _connect, with the engine kept
-        with self._db_lock:
-            engine = self.engine_for(self.conn_string_for_shard(shard))
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            with engine.connect() as conn:
-                with conn.begin():
-                    yield conn
-
-    def has_table(self, table_name: str) -> bool:
-        """Dagster asks before every dynamic-partition look-up and asset-check write whether the index has a table
-        (266 times in one training run, each through a new engine). A table, once there, stays (migrations only
-        add them; ``wipe`` forgets): a present table is remembered, an absent one asked again."""
-        if table_name in self._tables:
-            return True
-        engine = self.engine_for(self.conn_string_for_shard(INDEX_SHARD_NAME))
+@contextmanager
+def _connect(self, shard: str) -> Iterator[Any]:  # Dagster's _connect, the engine kept
+    with self._db_lock:
+        engine = engine_for(self, self.conn_string_for_shard(shard))
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
         with engine.connect() as conn:
-            found = bool(engine.dialect.has_table(conn, table_name))
-        if found:
-            self._tables.add(table_name)
-        return found
+            with conn.begin():
+                yield conn
 
-    def _drop_engines(self) -> None:
-        self._tables.clear()
-        while self._engines:
-            self._engines.popitem()[1].dispose()
 
-    def wipe(self) -> None:
-        self._drop_engines()
-        super().wipe()
+def _has_table(self, table_name: str) -> bool:
+    """A table, once there, stays (migrations only add them; ``wipe`` forgets): a present one is remembered, an
+    absent one asked again."""
+    tables = self.__dict__.setdefault("_riskml_tables", set())
+    if table_name in tables:
+        return True
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 
-    def dispose(self) -> None:
-        self._drop_engines()
-        super().dispose()
+    engine = engine_for(self, self.conn_string_for_shard(INDEX_SHARD_NAME))
+    with engine.connect() as conn:
+        found = bool(engine.dialect.has_table(conn, table_name))
+    if found:
+        tables.add(table_name)
+    return found
+
+
+def _drop_engines(storage) -> None:
+    storage.__dict__.pop("_riskml_tables", None)
+    engines = storage.__dict__.pop("_riskml_engines", None) or {}
+    for engine in engines.values():
+        engine.dispose()
+
+
+def _wipe(self) -> None:
+    _drop_engines(self)
+    _STOCK["wipe"](self)
+
+
+def _dispose(self) -> None:
+    _drop_engines(self)
+    _STOCK["dispose"](self)
+
+
+def install() -> None:
+    """Keep engines in every ``SqliteEventLogStorage`` of this process (idempotent)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    if _STOCK:
+        return
+    for name, patched in (("_connect", _connect), ("has_table", _has_table), ("wipe", _wipe), ("dispose", _dispose)):
+        _STOCK[name] = SqliteEventLogStorage.__dict__[name]
+        setattr(SqliteEventLogStorage, name, patched)
+
+
+def uninstall() -> None:
+    """Dagster's own methods again (for comparisons in the tests and benchmarks)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    for name, stock in _STOCK.items():
+        setattr(SqliteEventLogStorage, name, stock)
+    _STOCK.clear()
+
+
+def installed() -> bool:
+    return bool(_STOCK)
+
+
+class _InstallOnImport(importlib.abc.MetaPathFinder):
+    """Runs ``install()`` right after Dagster's SQLite event-log module is first imported (when an instance is
+    opened), so loading the code location does not import SQLAlchemy for it."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != SQLITE_EVENT_LOG:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            sys.modules[fullname] = module
+            install()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def install_when_imported() -> None:
+    """``install()`` now if Dagster's SQLite event log is loaded, else as soon as it is."""
+    if SQLITE_EVENT_LOG in sys.modules:
+        install()
+    elif not any(isinstance(f, _InstallOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstallOnImport())
