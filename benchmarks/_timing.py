@@ -300,7 +300,6 @@ class Platform:
             self._pg = contextlib.ExitStack()
             pg = self._pg.enter_context(services.postgres_server(fsync=True))
             url = pg["createdb"]("dagster").replace("postgresql://", "postgresql+psycopg2://", 1)
-            yaml_text = re.sub(r"(?ms)^event_log_storage:\n(?:  .*\n)+", "", yaml_text)
             yaml_text += f"storage:\n  postgres:\n    postgres_url: {url}\n"
         (self.home / "dagster.yaml").write_text(yaml_text)
         os.environ["DAGSTER_HOME"] = str(self.home)

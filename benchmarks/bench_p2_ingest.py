@@ -11,7 +11,8 @@ Set-up (untimed): a simulated tenant written as contract files into a temp data 
 * one week: ``ingest_job`` for one tenant-week (re-materialized each repetition, as the sensor launches a new
   week) ÷ the bare validation of that week;
 * history: one ``ingest_job`` run over every week of the tenant (the single-run backfill ``riskml run`` and
-  ``riskml ingest-history`` launch) ÷ the bare validation of every week.
+  ``riskml ingest-history`` launch) ÷ the bare validation of every week; and the same run with Dagster's own
+  SQLite event-log methods (``riskml_assets.instance_storage`` uninstalled) ÷ with riskml's kept engines.
 
 Bare side: for every kind the job ingests, ``core.ingest.files_for_week`` + ``core.ingest.ingest_week`` on the
 same files (validation and quarantine routing; no storage). Goal (issue 11): Dagster ÷ bare <= 2.
@@ -91,10 +92,25 @@ def main(argv=None) -> int:
 
         rows = bare(all_weeks)
         T.note(TAG, f"history {tenant}|{all_weeks[0]}..{all_weeks[-1]}: {len(all_weeks)} weeks, {rows} valid rows")
-        times = T.interleave({"dagster_history": dagster_history, "bare_history": lambda: bare(all_weeks)},
-                             max(1, args.repeat // 2))
+        sides = {"dagster_history": dagster_history, "bare_history": lambda: bare(all_weeks)}
+        try:  # code with riskml_assets.instance_storage: the same run with Dagster's own SQLite event log methods
+            from riskml_assets import instance_storage
+        except ImportError:
+            instance_storage = None
+        if instance_storage is not None and instance_storage.installed():
+            def dagster_history_stock_event_log():
+                instance_storage.uninstall()
+                try:
+                    dagster_history()
+                finally:
+                    instance_storage.install()
+
+            sides["dagster_history_stock_event_log"] = dagster_history_stock_event_log
+        times = T.interleave(sides, max(1, args.repeat // 2))
         T.report_times(TAG, times)
         T.report_ratio(TAG, times, "dagster_history", "bare_history", ("<=", 2.0))
+        if "dagster_history_stock_event_log" in times:
+            T.report_ratio(TAG, times, "dagster_history_stock_event_log", "dagster_history")
         T.report_value(TAG, "event_records_per_history_run", plat.event_records(history_ids[-1]))
     finally:
         if plat:

@@ -474,12 +474,10 @@ def summary_rows(instance, targets: dict[str, str], family_outcomes: dict[str, d
             run_ids = [recs[0].run_id]  # train_job: one run; prepare_job + model_job: the gates of both runs
             if ev and ev[0].run_id != recs[0].run_id and ev[0].timestamp >= recs[0].timestamp:
                 run_ids.append(ev[0].run_id)
-            evals = [e.dagster_event.event_specific_data for run_id in run_ids for e in instance.all_logs(
-                run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
-            evals = [e for e in evals if e.partition in (None, pk)]  # this partition's (checks are partitioned)
+            evals = gate_evaluations(instance, run_ids, pk)
             passed = sum(1 for e in evals if e.passed)
-            failed = [e.check_name for e in evals if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
-            warned = [e.check_name for e in evals if not e.passed and e.severity != dg.AssetCheckSeverity.ERROR]
+            failed = [e.check_name for e in evals if is_blocking_failure(e)]
+            warned = [e.check_name for e in evals if not e.passed and not is_blocking_failure(e)]
             row["gates"] = f"{passed}/{len(evals)}" + (f" (failed: {', '.join(failed)})" if failed else "") + (
                 f" (warn: {', '.join(warned)})" if warned else "")
         if ev:
@@ -581,19 +579,28 @@ def training_plan(tenants: list[str], opted_in) -> dict:
     return {"prepare": [], "per_tenant": ("train_job", "score_job")}
 
 
-def blocking_failures(instance, run_id: str, partition: str | None = None) -> list[str]:
-    """The blocking gates (ERROR-severity checks) that failed in a run. A blocking check only stops downstream
-    steps within its own run: the next job of the same partition must be held back by the caller."""
+def gate_evaluations(instance, run_ids, partition: str | None = None) -> list:
+    """The gate results (asset check evaluations) stored by runs; with ``partition``, only that partition's and
+    unpartitioned ones (the checks are partitioned: a history run holds one result per week)."""
     import dagster as dg
 
-    failed = []
-    for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        ev = e.dagster_event.event_specific_data
-        if partition is not None and ev.partition not in (None, partition):
-            continue
-        if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR and ev.check_name not in failed:
-            failed.append(ev.check_name)
-    return failed
+    evals = [e.dagster_event.event_specific_data for run_id in run_ids
+             for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+    return [e for e in evals if partition is None or e.partition in (None, partition)]
+
+
+def is_blocking_failure(evaluation) -> bool:
+    """A failed gate of ERROR severity (a ``fail`` action): it stops the downstream steps of its run."""
+    import dagster as dg
+
+    return not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+
+
+def blocking_failures(instance, run_id: str, partition: str | None = None) -> list[str]:
+    """The blocking gates that failed in a run. A blocking check only stops downstream steps within its own run:
+    the next job of the same partition must be held back by the caller."""
+    return list(dict.fromkeys(e.check_name for e in gate_evaluations(instance, [run_id], partition)
+                              if is_blocking_failure(e)))
 
 
 def prepare_tenants(launcher, instance, targets: dict[str, str], tenants: list[str]) -> dict[str, str]:
@@ -724,7 +731,7 @@ def run_errors(instance, run_id: str) -> list[str]:
         if ev.event_type == dg.DagsterEventType.STEP_FAILURE:
             err = getattr(ev.event_specific_data, "error", None)
             lines.append(f"ERROR {ev.step_key}: " + (err.message.strip().splitlines()[0] if err else "failed"))
-        elif not ev.event_specific_data.passed and ev.event_specific_data.severity == dg.AssetCheckSeverity.ERROR:
+        elif is_blocking_failure(ev.event_specific_data):
             lines.append(f"FAILED gate {ev.event_specific_data.check_name}")
     return lines
 

@@ -140,7 +140,6 @@ class _InstallOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            sys.modules[fullname] = module
             install()
 
         spec.loader.exec_module = exec_module

@@ -3,9 +3,9 @@
 import dagster as dg
 
 INGEST_SELECTION = dg.AssetSelection.groups("ingest")
-TRAIN_SELECTION = dg.AssetSelection.groups("features", "prepare", "risk", "registry")
 PREPARE_SELECTION = dg.AssetSelection.groups("features", "prepare")
 MODEL_SELECTION = dg.AssetSelection.groups("risk", "registry")
+TRAIN_SELECTION = PREPARE_SELECTION | MODEL_SELECTION
 SCORE_SELECTION = dg.AssetSelection.groups("scoring")
 FORECAST_SELECTION = dg.AssetSelection.groups("revenue_forecast")
 RANKER_SELECTION = dg.AssetSelection.groups("action_ranker")
