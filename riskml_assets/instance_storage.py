@@ -1,17 +1,23 @@
-"""Dagster's SQLite event log, with its SQLAlchemy engines kept between statements (issue 11).
+"""Dagster's SQLite instance storages, with their SQLite connections kept between statements (issue 11).
 
-Dagster's ``SqliteEventLogStorage`` (the event log of the embedded SQLite instance) builds a new SQLAlchemy engine
-for every statement it runs and disposes of it afterwards: one per stored event (two or three for an asset event
-or a check result, which are mirrored into the index shard), one per dynamic-partition look-up. Building the
-engine and compiling each statement again -- an engine's compiled-statement cache goes with it -- was about a
-third of the time spent storing events (profiled: a 12-week ingestion run stored 291 events through 1,692
-engines). It also asks, through yet another new engine, whether the index has a table before every
-dynamic-partition look-up (266 times in one training run).
+Dagster's SQLite storages (the embedded instance: ``SqliteEventLogStorage``, ``SqliteRunStorage``,
+``SqliteScheduleStorage``) build a new SQLAlchemy engine for every statement, with ``NullPool``: every statement
+opens a SQLite connection, runs, commits and closes it, and the engine is thrown away. Profiled, that was most of
+the time a run spends storing its events:
 
-``install()`` gives that class, in this process, one kept engine per shard file (LRU, ``MAX_ENGINES``) and a memory
-of the tables that exist. It still uses ``NullPool``: every statement opens its own SQLite connection and closes
-it, exactly as before, so processes that did not install it (the webserver, the daemon) share the files as they
-did; only the engine object and its statement cache are reused. Same files, same schema, same instance config.
+* the compiled-statement cache goes with each engine, so every statement is compiled again (a 12-week ingestion
+  run stored 291 events through 1,692 engines);
+* in write-ahead-log mode the last connection to close checkpoints the log into the database and deletes it, so
+  each statement paid a checkpoint and its file syncs on top of its commit;
+* before every dynamic-partition look-up and check result it asks, through yet another engine, whether the index
+  has a table (266 times in one training run).
+
+``install()`` gives those classes, in this process, one kept engine per database file (LRU, ``MAX_ENGINES``) whose
+pool keeps one open connection (more only while threads use it at once; the extra ones close on return), and a
+memory of the tables that exist. Nothing else changes: the same files, schema, journal mode, busy timeout and
+transactions (one per ``connect()``, committed at its end, as before), and the same instance config. Other
+processes that use the files (the webserver, the daemon) work as before: SQLite's file locks, not the pool, order
+the writers, and an idle kept connection holds no lock. A forked child forgets the parent's connections.
 
 Why a patch and not a storage class named in ``dagster.yaml``: a custom class does not learn which folder the
 instance was opened from (``DagsterInstance.from_config(dir)``, run workers rebuilt from an instance ref), only
@@ -27,45 +33,70 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import os
 import sys
+import threading
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 SQLITE_EVENT_LOG = "dagster._core.storage.event_log.sqlite.sqlite_event_log"
 
-# the index shard plus the runs being written or read at a time; an engine holds no connection (NullPool)
+# per storage object: the index shard plus the runs being written or read at a time (each holds one connection)
 MAX_ENGINES = 32
-SQLITE_BUSY_TIMEOUT_SECONDS = 15  # Dagster's own value for its SQLite connections
 
-_STOCK: dict[str, Any] = {}
+_STOCK: dict[tuple[type, str], tuple[Any, bool]] = {}  # (class, name): (Dagster's method, the class's own?)
+_OWNERS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # storages holding kept engines (forgotten in a forked child)
+_LOCK = threading.Lock()  # the run and schedule storages have no lock of their own around connect()
 
 
-def engine_for(storage, conn_string: str):
-    """The kept engine of one shard file of ``storage`` (least recently used ones disposed beyond MAX_ENGINES)."""
+def engine_for(storage, conn_string: str, connect_args: dict | None = None):
+    """The kept engine of one database file of ``storage`` (least recently used ones disposed beyond MAX_ENGINES).
+
+    Its pool keeps one connection open between statements; threads using it at the same time get extra
+    connections, closed when they are returned. ``connect_args``: those Dagster passes for this storage."""
     from dagster._core.storage.sql import create_engine
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy.pool import QueuePool
 
-    engines = storage.__dict__.setdefault("_riskml_engines", OrderedDict())
-    engine = engines.pop(conn_string, None)
-    if engine is None:
-        engine = create_engine(conn_string, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-    engines[conn_string] = engine
-    while len(engines) > MAX_ENGINES:
-        engines.popitem(last=False)[1].dispose()
-    return engine
+    with _LOCK:
+        engines = storage.__dict__.setdefault("_riskml_engines", OrderedDict())
+        engine = engines.pop(conn_string, None)
+        if engine is None:
+            engine = create_engine(conn_string, poolclass=QueuePool, pool_size=1, max_overflow=-1,
+                                   # a pooled connection may serve another thread later (one at a time)
+                                   connect_args={**(connect_args or {}), "check_same_thread": False})
+            _OWNERS.add(storage)
+        engines[conn_string] = engine
+        while len(engines) > MAX_ENGINES:
+            engines.popitem(last=False)[1].dispose()  # closes its idle connection; one in use closes on return
+        return engine
+
+
+def _event_log_connect_args() -> dict:
+    from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+
+    return {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}  # what Dagster's SQLite event log passes
 
 
 @contextmanager
-def _connect(self, shard: str) -> Iterator[Any]:  # Dagster's _connect, the engine kept
+def _connect(self, shard: str) -> Iterator[Any]:  # SqliteEventLogStorage._connect, the engine kept
     with self._db_lock:
-        engine = engine_for(self, self.conn_string_for_shard(shard))
+        engine = engine_for(self, self.conn_string_for_shard(shard), _event_log_connect_args())
         if shard not in self._initialized_dbs:
             self._initdb(engine)
             self._initialized_dbs.add(shard)
         with engine.connect() as conn:
             with conn.begin():
                 yield conn
+
+
+@contextmanager
+def _connect_single(self) -> Iterator[Any]:  # SqliteRunStorage / SqliteScheduleStorage.connect, the engine kept
+    engine = engine_for(self, self._conn_string)  # Dagster passes no connect_args there
+    with engine.connect() as conn:
+        with conn.begin():
+            yield conn
 
 
 def _has_table(self, table_name: str) -> bool:
@@ -76,7 +107,7 @@ def _has_table(self, table_name: str) -> bool:
         return True
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 
-    engine = engine_for(self, self.conn_string_for_shard(INDEX_SHARD_NAME))
+    engine = engine_for(self, self.conn_string_for_shard(INDEX_SHARD_NAME), _event_log_connect_args())
     with engine.connect() as conn:
         found = bool(engine.dialect.has_table(conn, table_name))
     if found:
@@ -84,40 +115,73 @@ def _has_table(self, table_name: str) -> bool:
     return found
 
 
-def _drop_engines(storage) -> None:
+def _drop_engines(storage, close: bool = True) -> None:
+    """Dispose of ``storage``'s kept engines (``close=False`` in a forked child: the connections are the parent's,
+    and must not be closed or used there)."""
     storage.__dict__.pop("_riskml_tables", None)
     engines = storage.__dict__.pop("_riskml_engines", None) or {}
     for engine in engines.values():
-        engine.dispose()
+        engine.dispose(close=close)
+
+
+def _stock(cls: type, name: str):
+    """Dagster's own ``name`` of the patched class ``cls`` is (or derives from)."""
+    return next(_STOCK[(klass, name)][0] for klass in cls.__mro__ if (klass, name) in _STOCK)
 
 
 def _wipe(self) -> None:
     _drop_engines(self)
-    _STOCK["wipe"](self)
+    _stock(type(self), "wipe")(self)
 
 
 def _dispose(self) -> None:
     _drop_engines(self)
-    _STOCK["dispose"](self)
+    _stock(type(self), "dispose")(self)
+
+
+def _after_fork_in_child() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()  # another thread of the parent may have held it
+    for storage in list(_OWNERS):
+        _drop_engines(storage, close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _patches() -> list[tuple[type, dict]]:
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+    from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+
+    out = [(SqliteEventLogStorage, {"_connect": _connect, "has_table": _has_table})]
+    out += [(cls, {"connect": _connect_single}) for cls in (SqliteRunStorage, SqliteScheduleStorage)]
+    return [(cls, {**methods, "wipe": _wipe, "dispose": _dispose}) for cls, methods in out]
 
 
 def install() -> None:
-    """Keep engines in every ``SqliteEventLogStorage`` of this process (idempotent)."""
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-
+    """Keep engines in every SQLite instance storage of this process (idempotent)."""
     if _STOCK:
         return
-    for name, patched in (("_connect", _connect), ("has_table", _has_table), ("wipe", _wipe), ("dispose", _dispose)):
-        _STOCK[name] = SqliteEventLogStorage.__dict__[name]
-        setattr(SqliteEventLogStorage, name, patched)
+    for cls, methods in _patches():
+        for name, patched in methods.items():
+            # the class's own method, or (``dispose`` of the run storage) the one it inherits
+            own = name in cls.__dict__
+            _STOCK[(cls, name)] = (cls.__dict__[name] if own else getattr(cls, name), own)
+            setattr(cls, name, patched)
 
 
 def uninstall() -> None:
-    """Dagster's own methods again (for comparisons in the tests and benchmarks)."""
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-
-    for name, stock in _STOCK.items():
-        setattr(SqliteEventLogStorage, name, stock)
+    """Dagster's own methods again (for comparisons in the tests and benchmarks). The kept connections are closed,
+    so Dagster's own methods find the files as they would without riskml."""
+    for storage in list(_OWNERS):
+        _drop_engines(storage)
+    for (cls, name), (stock, own) in _STOCK.items():
+        if own:
+            setattr(cls, name, stock)
+        else:
+            delattr(cls, name)
     _STOCK.clear()
 
 
@@ -126,8 +190,8 @@ def installed() -> bool:
 
 
 class _InstallOnImport(importlib.abc.MetaPathFinder):
-    """Runs ``install()`` right after Dagster's SQLite event-log module is first imported (when an instance is
-    opened), so loading the code location does not import SQLAlchemy for it."""
+    """Runs ``install()`` right after Dagster's SQLite storage modules are imported (when an instance is opened),
+    so loading the code location does not import SQLAlchemy for it."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != SQLITE_EVENT_LOG:

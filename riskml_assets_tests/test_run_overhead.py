@@ -63,14 +63,25 @@ def test_the_instance_keeps_events_and_info_lines_but_not_debug_lines(tmp_path, 
     assert kinds.count("ASSET_MATERIALIZATION") == 2 and kinds.count("STEP_SUCCESS") == 2
 
 
-def test_the_sqlite_event_log_keeps_one_engine_per_shard(tmp_path, monkeypatch):
-    """Loading the code location patches Dagster's SQLite event log (riskml_assets.instance_storage): it stores
-    and reads the same events as Dagster's own methods in the same files, building one SQLAlchemy engine per shard
-    instead of one per statement (issue 11: ~1,700 engines for a 12-week ingestion run)."""
+def _shipped_home(home: Path) -> Path:
+    """A Dagster home with the instance config riskml ships (embedded SQLite)."""
+    home.mkdir()
+    shutil.copy(ROOT / "config" / "dagster_home.yaml", home / "dagster.yaml")
+    return home
+
+
+def test_the_sqlite_storages_keep_their_engines_and_connections(tmp_path, monkeypatch):
+    """Loading the code location patches Dagster's SQLite instance storages (riskml_assets.instance_storage): they
+    store and read the same events, runs and check results as Dagster's own methods in the same files, keeping one
+    SQLAlchemy engine and one open connection per database file instead of building both for every statement
+    (issue 11: ~1,700 engines and connections for a 12-week ingestion run)."""
     import riskml_assets.definitions  # noqa: F401  (installs the patch when an instance is opened)
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
     from riskml_assets import instance_storage as S
 
-    built, asked = [], []
+    built, asked, opened = [], [], []
     real_engine_for = S.engine_for
     import dagster._core.storage.sql as sql
 
@@ -83,7 +94,10 @@ def test_the_sqlite_event_log_keeps_one_engine_per_shard(tmp_path, monkeypatch):
         return real_create(url, *a, **k)
     monkeypatch.setattr(sql, "create_engine", counting)
     monkeypatch.setattr(stock_module, "create_engine", counting)
-    monkeypatch.setattr(S, "engine_for", lambda st, url: asked.append(url) or real_engine_for(st, url))
+    monkeypatch.setattr(S, "engine_for", lambda st, url, *a: asked.append(url) or real_engine_for(st, url, *a))
+
+    def on_connect(dbapi_conn, record):  # every SQLite connection opened, by file
+        opened.append(dbapi_conn.execute("pragma database_list").fetchone()[2].rsplit("/", 1)[-1])
 
     @dg.asset(io_manager_key="mem", check_specs=[dg.AssetCheckSpec("positive", asset="counted")])
     def counted(context):
@@ -96,23 +110,28 @@ def test_the_sqlite_event_log_keeps_one_engine_per_shard(tmp_path, monkeypatch):
         return counted * 2
 
     def run(name: str):
-        home = tmp_path / name
-        home.mkdir()
-        shutil.copy(ROOT / "config" / "dagster_home.yaml", home / "dagster.yaml")
+        home = _shipped_home(tmp_path / name)
         monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))  # the folder opened wins, not the variable
-        built.clear()
-        asked.clear()
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            for _ in range(2):
-                res = dg.materialize([counted, doubled], instance=instance, resources={"mem": dg.InMemoryIOManager()})
-                assert res.success
-            kinds = [e.dagster_event.event_type_value if e.dagster_event else "log" for e in instance.all_logs(res.run_id)]
-            mats = instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records
-            checks = instance.event_log_storage.get_asset_check_execution_history(
-                dg.AssetCheckKey(dg.AssetKey("counted"), "positive"), limit=10)
+            instance.get_runs()  # the instance's own set-up is done
+            built.clear(), asked.clear(), opened.clear()
+            event.listen(Engine, "connect", on_connect)
+            try:
+                for _ in range(2):
+                    res = dg.materialize([counted, doubled], instance=instance,
+                                         resources={"mem": dg.InMemoryIOManager()})
+                    assert res.success
+                kinds = [e.dagster_event.event_type_value if e.dagster_event else "log"
+                         for e in instance.all_logs(res.run_id)]
+                mats = instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records
+                checks = instance.event_log_storage.get_asset_check_execution_history(
+                    dg.AssetCheckKey(dg.AssetKey("counted"), "positive"), limit=10)
+                runs = [(r.run_id, r.status.value) for r in instance.get_runs()]
+            finally:
+                event.remove(Engine, "connect", on_connect)
         assert (home / "history" / "runs" / f"{res.run_id}.db").exists()
         assert not (tmp_path / "elsewhere").exists()
-        return kinds, len(mats), [c.status.value for c in checks], list(built), list(asked)
+        return kinds, len(mats), [c.status.value for c in checks], runs, list(built), list(asked), list(opened)
 
     S.install()
     ours = run("patched")
@@ -121,13 +140,139 @@ def test_the_sqlite_event_log_keeps_one_engine_per_shard(tmp_path, monkeypatch):
         stock = run("stock")
     finally:
         S.install()
-    kinds, mats, checks, engines, statements = ours
+    kinds, mats, checks, runs, engines, statements, connections = ours
     assert 2 <= len(engines) <= 4 and len(set(engines)) <= 3, engines  # index (+ its init) and 2 runs: not per statement
     assert len(statements) > 10 * len(engines)  # ... for the many statements that went through them
-    assert len(stock[3]) > 10 * len(engines) and stock[4] == []  # Dagster's own: an engine per statement
+    assert len(stock[4]) > 10 * len(engines) and stock[5] == []  # Dagster's own: an engine per statement
+    # one kept connection per file: the two new run shards (+ one more while Dagster creates a shard's tables), and
+    # the index if it was not open yet (runs.db was, from the set-up); Dagster's own methods open one per statement
+    assert len(set(connections)) <= 3 and all(connections.count(f) <= 2 for f in connections), connections
+    assert {f"{r}.db" for r, _ in runs} <= set(connections) and "runs.db" not in connections, connections
+    assert len(stock[6]) > 20 * len(connections) and stock[6].count("runs.db") > 5, (len(stock[6]), connections)
     assert kinds == stock[0] and len(kinds) > 15
     assert mats == stock[1] == 2
     assert checks == stock[2] == ["SUCCEEDED", "SUCCEEDED"]
+    assert [status for _, status in runs] == [status for _, status in stock[3]] == ["SUCCESS", "SUCCESS"]
+
+
+def test_kept_connections_see_and_let_through_another_process_writes(tmp_path):
+    """Another process with Dagster's own storages (a webserver, the daemon, a run worker without riskml) writes
+    to the same instance while this process keeps its connections open: each side sees the other's runs, events
+    and materializations at once, and neither is locked out."""
+    import subprocess
+    import sys
+
+    from riskml_assets import instance_storage as S
+
+    S.install()
+    home = _shipped_home(tmp_path / "home")
+
+    @dg.asset(io_manager_key="mem")
+    def here():
+        return 1
+
+    other = ("import sys, dagster as dg\n"
+             "@dg.asset(io_manager_key='mem')\n"
+             "def there():\n    return 2\n"
+             "with dg.DagsterInstance.from_config(sys.argv[1]) as i:\n"
+             "    assert 'riskml_assets' not in sys.modules\n"
+             "    for _ in range(2):\n"
+             "        assert dg.materialize([there], instance=i, resources={'mem': dg.InMemoryIOManager()}).success\n"
+             "    print(len(i.fetch_materializations(dg.AssetKey('here'), limit=10).records))\n")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert dg.materialize([here], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
+        assert instance.event_log_storage._riskml_engines  # connections are kept open now
+        out = subprocess.run([sys.executable, "-c", other, str(home)], capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.strip().splitlines()[-1] == "1"  # it saw this process's materialization
+        theirs = instance.fetch_materializations(dg.AssetKey("there"), limit=10).records
+        assert len(theirs) == 2  # ... and this process sees its two, through the kept connections
+        assert len(instance.get_runs()) == 3
+        assert dg.materialize([here], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
+        assert len(instance.fetch_materializations(dg.AssetKey("here"), limit=10).records) == 2
+
+
+def test_a_forked_child_opens_its_own_connections(tmp_path):
+    """A forked process (e.g. a multiprocessing worker started with fork) must not use its parent's SQLite
+    connections: the child forgets them, opens its own, and the parent's keep working."""
+    import os
+
+    from riskml_assets import instance_storage as S
+
+    S.install()
+    home = _shipped_home(tmp_path / "home")
+
+    @dg.asset(io_manager_key="mem")
+    def forked():
+        return 1
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert dg.materialize([forked], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
+        parent_engines = dict(instance.event_log_storage._riskml_engines)
+        assert parent_engines
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(read)
+                forgot = "_riskml_engines" not in instance.event_log_storage.__dict__
+                ok = dg.materialize([forked], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
+                mine = instance.event_log_storage._riskml_engines
+                fresh = all(e is not parent_engines.get(k) for k, e in mine.items())
+                os.write(write, f"{forgot} {ok} {fresh}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        answer = os.read(read, 100).decode()
+        os.close(read)
+        assert os.waitstatus_to_exitcode(status) == 0 and answer == "True True True", answer
+        assert instance.event_log_storage._riskml_engines == parent_engines  # the parent's are untouched
+        assert dg.materialize([forked], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
+        assert len(instance.fetch_materializations(dg.AssetKey("forked"), limit=10).records) == 3
+
+
+def test_threads_share_the_kept_engines(tmp_path):
+    """Threads of one process (the code server answers sensors in threads) use a kept engine at the same time:
+    each gets its own connection while it needs one, and every write lands."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from riskml_assets import instance_storage as S
+
+    S.install()
+    home = _shipped_home(tmp_path / "home")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        def work(i: int) -> int:
+            for j in range(10):
+                instance.add_dynamic_partitions("tenant", [f"t{i}-{j}"])
+                instance.get_runs(limit=5)
+            return len(instance.get_dynamic_partitions("tenant"))
+
+        with ThreadPoolExecutor(4) as pool:
+            counts = list(pool.map(work, range(4)))
+        assert len(instance.get_dynamic_partitions("tenant")) == 40
+        assert all(10 <= c <= 40 for c in counts)
+        assert len(instance.event_log_storage._riskml_engines) == 1  # the index's, shared by the threads
+
+
+def test_uninstall_gives_back_dagsters_own_methods():
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+    from dagster._core.storage.runs.base import RunStorage
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+
+    from riskml_assets import instance_storage as S
+
+    S.install()
+    assert SqliteRunStorage.connect is S._connect_single and SqliteRunStorage.dispose is S._dispose
+    S.uninstall()
+    try:
+        assert "dispose" not in SqliteRunStorage.__dict__ and SqliteRunStorage.dispose is RunStorage.dispose
+        assert SqliteRunStorage.connect is not S._connect_single
+        assert SqliteEventLogStorage._connect is not S._connect and SqliteEventLogStorage.has_table is not S._has_table
+    finally:
+        S.install()
 
 
 def test_the_patch_is_installed_when_an_instance_opens_not_when_the_code_location_loads():
