@@ -798,6 +798,10 @@ def grouped_bootstrap_cis(y: Any, p: Any, metric_fns: Mapping[str, Callable[[np.
     evaluated on every resample (seeded by ``seed``); a resample where a metric is NaN (e.g. AUC of a
     one-class draw) is dropped for that metric only. ``p`` may be a matrix (one column per model) for
     paired differences. Returns ``{name: (low, high)}`` (NaN, NaN when no resample gave a value).
+
+    :func:`roc_auc`, :func:`brier` and :func:`ece` (its defaults) of a one-dimensional ``p`` are evaluated on all
+    resamples at once, as weighted metrics: a resample is the rows repeated as often as their group was drawn,
+    so each metric equals the same function on the concatenated rows (tested); other functions run per resample.
     """
     y, p = np.asarray(y), np.asarray(p, dtype=float)
     if not (0.0 < level < 1.0):
@@ -808,22 +812,92 @@ def grouped_bootstrap_cis(y: Any, p: Any, metric_fns: Mapping[str, Callable[[np.
         raise ValueError(f"groups has {len(codes)} entries, y has {len(y)}")
     if len(y) == 0:
         return {name: (float("nan"), float("nan")) for name in metric_fns}
-    order = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[order], np.arange(codes.max() + 1))
-    members = np.split(order, starts[1:])
+    n_groups = int(codes.max()) + 1
     rng = np.random.default_rng(seed)
     vals: dict[str, list[float]] = {name: [] for name in metric_fns}
-    with _resampling():
-        for _ in range(n_boot):
-            pick = rng.integers(0, len(members), len(members))
-            idx = np.concatenate([members[i] for i in pick])
-            for name, fn in metric_fns.items():
-                v = fn(y[idx], p[idx])
-                if v == v:
-                    vals[name].append(v)
+    weighted = {name: _WEIGHTED.get(fn) for name, fn in metric_fns.items()}
+    if p.ndim == 1 and all(weighted.values()):
+        y, p = _yp(y, p, probs=any(fn is not roc_auc for fn in metric_fns.values()))  # AUC takes any score
+        prepared = {name: prep(y, p, codes, n_groups) for name, (prep, _) in weighted.items()}
+        block = max(1, _BOOT_BLOCK_CELLS // len(y))
+        for start in range(0, n_boot, block):
+            # how often each group was drawn, one row per resample: the same draws as one rng.integers call per
+            # resample in the loop below (same seed, same order)
+            counts = np.stack([np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+                               for _ in range(min(block, n_boot - start))]).astype(float)
+            for name, (_, many) in weighted.items():
+                v = many(counts, prepared[name])
+                vals[name].extend(v[v == v].tolist())
+    else:
+        order = np.argsort(codes, kind="stable")
+        starts = np.searchsorted(codes[order], np.arange(n_groups))
+        members = np.split(order, starts[1:])
+        with _resampling():
+            for _ in range(n_boot):
+                pick = rng.integers(0, len(members), len(members))
+                idx = np.concatenate([members[i] for i in pick])
+                for name, fn in metric_fns.items():
+                    v = fn(y[idx], p[idx])
+                    if v == v:
+                        vals[name].append(v)
     tail = (1 - level) / 2 * 100
     return {name: ((float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if v
                    else (float("nan"), float("nan"))) for name, v in vals.items()}
+
+
+# the bootstrap's row-weight matrices (resamples x rows) hold at most this many cells at a time (8 bytes each)
+_BOOT_BLOCK_CELLS = 2_000_000
+
+
+def _per_group(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Column sums of ``values`` (rows x k, or rows) within each group: groups x k (or groups)."""
+    if values.ndim == 1:
+        return np.bincount(codes, weights=values, minlength=n_groups)
+    return np.stack([np.bincount(codes, weights=col, minlength=n_groups) for col in values.T], axis=1)
+
+
+def _auc_prepare(y: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int) -> dict:
+    order = np.argsort(p, kind="stable")
+    ps = p[order]
+    ends = np.flatnonzero(np.r_[ps[1:] != ps[:-1], True])  # last row of each distinct score, ascending
+    return {"codes": codes[order], "ends": ends, "pos": (y[order] == 1).astype(float)}
+
+
+def _auc_many(counts: np.ndarray, prep: dict) -> np.ndarray:
+    """AUC (ties count one half) of each resample (a row of group ``counts``): the Mann-Whitney statistic of the
+    rows weighted by how often their group was drawn, NaN where a resample holds one class only. All sums are
+    of whole numbers, so they are exact."""
+    w = counts[:, prep["codes"]]  # row weights, rows sorted by score
+    w_pos = w * prep["pos"]
+    cum_pos = np.cumsum(w_pos, axis=1)[:, prep["ends"]]  # up to and including each distinct score
+    cum_neg = np.cumsum(w - w_pos, axis=1)[:, prep["ends"]]
+    at_pos = np.diff(cum_pos, axis=1, prepend=0.0)  # at each distinct score
+    at_neg = np.diff(cum_neg, axis=1, prepend=0.0)
+    n_pos, n_neg = cum_pos[:, -1], cum_neg[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (at_pos * (cum_neg - 0.5 * at_neg)).sum(axis=1) / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return auc
+
+
+def _brier_prepare(y: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int) -> dict:
+    return {"sq": _per_group((p - y) ** 2, codes, n_groups), "rows": np.bincount(codes, minlength=n_groups)}
+
+
+def _brier_many(counts: np.ndarray, prep: dict) -> np.ndarray:
+    return (counts @ prep["sq"]) / (counts @ prep["rows"])
+
+
+def _ece_prepare(y: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int) -> dict:
+    edges = _bin_edges(p, 10, "uniform")  # ece's defaults (uniform bins do not depend on the resample)
+    onehot = np.zeros((len(p), len(edges) - 1))
+    onehot[np.arange(len(p)), _bin_index(p, edges)] = 1.0
+    return {"gap": _per_group(onehot * (y - p)[:, None], codes, n_groups),  # per group and bin: sum(y) - sum(p)
+            "rows": np.bincount(codes, minlength=n_groups)}
+
+
+def _ece_many(counts: np.ndarray, prep: dict) -> np.ndarray:
+    return np.abs(counts @ prep["gap"]).sum(axis=1) / (counts @ prep["rows"])
 
 
 def grouped_bootstrap_ci(y: Any, p: Any, metric_fn: Callable[[np.ndarray, np.ndarray], float], groups: Any,
@@ -831,3 +905,7 @@ def grouped_bootstrap_ci(y: Any, p: Any, metric_fn: Callable[[np.ndarray, np.nda
     """Two-sided ``level`` percentile interval of ``metric_fn(y, p)``, resampling whole groups
     (one metric of :func:`grouped_bootstrap_cis`)."""
     return grouped_bootstrap_cis(y, p, {"m": metric_fn}, groups, n_boot=n_boot, level=level, seed=seed)["m"]
+
+
+# metric function -> (prepare(y, p), evaluate(weights, prepared)): the bootstrap's vectorized metrics
+_WEIGHTED = {roc_auc: (_auc_prepare, _auc_many), brier: (_brier_prepare, _brier_many), ece: (_ece_prepare, _ece_many)}

@@ -164,3 +164,30 @@ def test_importing_the_metrics_module_does_not_import_sklearn_or_scipy_stats():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_the_vectorized_bootstrap_equals_the_per_resample_loop(monkeypatch):
+    """AUC, Brier and ECE are evaluated on all resamples at once (weighted rows); wrapping them in a lambda forces
+    the per-resample loop: the same draws give the same intervals, with ties, scores outside [0, 1] for the AUC,
+    one-class resamples (dropped for the AUC only) and the weight matrix split into blocks."""
+    rng = np.random.default_rng(5)
+    for n_groups, per, rate in ((300, 4, 0.3), (6, 2, 0.2), (40, 1, 0.5)):
+        groups = np.repeat([f"g{i}" for i in range(n_groups)], per)
+        y = np.repeat(rng.random(n_groups) < rate, per).astype(int)
+        if y.sum() == 0:
+            y[0:per] = 1
+        p = np.round(np.clip(0.3 + 0.4 * (y - 0.3) + rng.normal(0, 0.25, len(y)), 0, 1), 2)
+        fns = {"auc": M.roc_auc, "brier": M.brier, "ece": M.ece}
+        loop = {k: (lambda fn: lambda a, b: fn(a, b))(fn) for k, fn in fns.items()}
+        monkeypatch.setattr(M, "_BOOT_BLOCK_CELLS", 7 * len(y))  # blocks of 7 resamples
+        fast = M.grouped_bootstrap_cis(y, p, fns, groups, n_boot=150, seed=2)
+        slow = M.grouped_bootstrap_cis(y, p, loop, groups, n_boot=150, seed=2)
+        for k in fns:
+            np.testing.assert_allclose(fast[k], slow[k], rtol=0, atol=1e-12, err_msg=f"{k}, {n_groups} groups")
+        scores = p * 7 - 3  # margins, not probabilities: fine for the AUC alone
+        assert M.grouped_bootstrap_ci(y, scores, M.roc_auc, groups, n_boot=50, seed=1) == pytest.approx(
+            M.grouped_bootstrap_ci(y, scores, lambda a, b: M.roc_auc(a, b), groups, n_boot=50, seed=1), abs=1e-12)
+    with pytest.raises(ValueError, match="probabilities"):
+        M.grouped_bootstrap_cis(y, scores, {"brier": M.brier}, groups, n_boot=5)
+    with pytest.raises(ValueError, match="0 and 1"):
+        M.grouped_bootstrap_cis(y * 2, p, {"auc": M.roc_auc}, groups, n_boot=5)
