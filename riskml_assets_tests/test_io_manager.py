@@ -107,3 +107,47 @@ def test_an_input_declared_polars_reads_parquet_as_polars_others_as_pandas(store
     got = {name: json.loads((root / "store" / "assets" / name / "acme" / f"{WEEK}.json").read_text())
            for name in ("polars_reader", "pandas_reader")}
     assert got == {"polars_reader": {"type": "polars", "x": [1, 2]}, "pandas_reader": {"type": "pandas", "x": [1, 2]}}
+
+
+def test_a_window_read_as_pandas_at_once_equals_reading_each_week(tmp_path, monkeypatch):
+    """Issue 11: the weeks of a pandas-typed window are converted from Arrow in one go (``tables_to_pandas``); each
+    week's frame is exactly what ``pd.read_parquet`` gives for its file (values, dtypes, index, attrs), also when
+    the weeks' schemas differ (a column null all week) and when a frame is changed afterwards."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from riskml_assets.io_manager import tables_to_pandas
+
+    import pyarrow as pa
+
+    concats = []
+    real_concat = pa.concat_tables
+    monkeypatch.setattr(pa, "concat_tables", lambda tables, **kw: concats.append(len(tables)) or real_concat(tables, **kw))
+
+    def week(i: int, note=None, attrs=None) -> pd.DataFrame:
+        df = pd.DataFrame({"opportunity_id": [f"o{i}-{j}" for j in range(3 + i)],
+                           "snapshot_date": pd.Timestamp("2026-01-05") + pd.to_timedelta(np.arange(3 + i), "D"),
+                           "deal_value": [1.5 * j if j % 2 else np.nan for j in range(3 + i)],
+                           "n": np.arange(3 + i, dtype="int64"), "note": note})
+        df.attrs = attrs or {}
+        return df
+
+    for name, frames, at_once in (("same schema", [week(i, "x") for i in range(4)], 4),
+                                  ("same schema and attrs", [week(i, "x", {"k": 1}) for i in range(3)], 3),
+                                  ("other attrs in one week", [week(0, "x"), week(1, "x", {"k": 2})], None),
+                                  ("a null column in one week", [week(0, "x"), week(1), week(2, "y")], None)):
+        concats.clear()
+        paths = []
+        for i, df in enumerate(frames):
+            paths.append(tmp_path / f"{name}-{i}.parquet")
+            df.to_parquet(paths[-1], index=False)
+        got = tables_to_pandas({i: pq.read_table(p, use_pandas_metadata=True) for i, p in enumerate(paths)}
+                               | {"json": {"kept": True}})
+        assert got["json"] == {"kept": True}
+        assert concats == ([at_once] if at_once else []), name  # converted at once only when that is exact
+        for i, p in enumerate(paths):
+            want = pd.read_parquet(p)
+            pd.testing.assert_frame_equal(got[i], want, check_exact=True)
+            assert got[i].attrs == want.attrs == frames[i].attrs
+        got[0].loc[0, "deal_value"] = 99.0  # a week's frame is its own: the next one is untouched
+        assert got[1]["deal_value"].equals(pd.read_parquet(paths[1])["deal_value"])
