@@ -16,7 +16,11 @@ temp DAGSTER_HOME, with the project's ``definitions.defs`` and its resources (pa
   ``clean_examples``, ``split_examples``, ``augment_splits``/``balance`` (both pass through at this size),
   ``train_xgb_classifier`` (+ validation AUC interval), an MLflow run with the same params/metrics/model
   text/importance plot, ``fit_risk_calibrator``, ``evaluate_risk`` + report and plots logged to the run,
-  the drift reference (``compute_features``) and ``registry.register_risk_candidate`` (own MLflow store).
+  the drift reference (``compute_features``) and ``registry.register_risk_candidate`` (own MLflow store); and,
+  as the job does since issues 9-10, the champion-candidate evaluation (``promotion.evaluate_candidates``, the
+  tenant's model the only candidate) and the registered version's model card (``core.model_card``: data
+  summary, baselines with bootstrap intervals, markdown attached to the version), where the checked-out code
+  has them (printed; an older ``--code-root`` without them is timed without them).
 
 Also prints the number of event records of the Dagster run. Goal (issue 11): Dagster ÷ bare <= 1.3.
 """
@@ -69,6 +73,21 @@ class Bare:
         self.end = pd.Timestamp(self.end)
         root.mkdir(parents=True, exist_ok=True)
         self.tracking = f"sqlite:///{root / 'mlflow.db'}"
+        self.extra = {}  # work newer code does in the job: done here too when the checked-out code has it
+        try:
+            from riskml_assets.core.promotion import evaluate_candidates
+
+            self.extra["candidates"] = evaluate_candidates
+        except ImportError:
+            pass
+        try:
+            from riskml_assets.core import model_card
+            from riskml_assets.registry import ModelRegistry
+
+            if hasattr(ModelRegistry, "attach_model_card"):
+                self.extra["card"] = model_card
+        except ImportError:
+            pass
 
     def __call__(self) -> dict:
         import mlflow
@@ -136,6 +155,11 @@ class Bare:
         cal = fit_risk_calibrator(p_va, y_va, groups=valid["opportunity_id"].to_numpy())
         plots.reliability_diagram(y_va, {"raw": p_va, "calibrated": apply_calibrator(cal, p_va)})
         lap("calibrate")
+        # champion candidates (the tenant's model the only one, as the Dagster run is configured)
+        if self.extra.get("candidates"):
+            self.extra["candidates"]({"tenant_model": {"available": True, "reason": "", "model": art,
+                                                       "calibrator": cal}}, test, valid, seed=0)
+        lap("candidates")
         # evaluation
         p_raw = predict_raw(art, test)
         p_cal = apply_calibrator(cal, p_raw)
@@ -169,6 +193,16 @@ class Bare:
             reference_data=reference, n_boot=100 if self.quick else 1000, seed=0,
             context={"partition": f"{self.tenant}|{self.week}"}, trained_opportunities=trained, run_id=run_id)
         lap("register")
+        if self.extra.get("card"):  # the version's model card, as registered_models attaches it
+            MC = self.extra["card"]
+            base = float(train[LABEL].mean())
+            baselines = MC.baseline_metrics(test, base, level=float(report.get("ci_level") or MC.CI_LEVEL), n_boot=500)
+            card = MC.build_model_card(
+                tenant=self.tenant, week=self.week, model_name=reg.model_name(self.tenant, "risk"),
+                version=out["version"], data=MC.data_summary(splits, manifest), manifest=manifest, artifact=art,
+                evaluation=report, baselines=baselines, decision=out["decision"], run_id=run_id)
+            reg.attach_model_card(self.tenant, "risk", out["version"], MC.model_card_markdown(card))
+        lap("model card")
         return {"rows": len(ex), "version": out["version"], "auc": float(np.round(metrics["auc"], 4)),
                 "laps": lap.text()}
 
@@ -206,6 +240,8 @@ def main(argv=None) -> int:
         cfg = run_config(args.quick)
         T.note(TAG, f"Dagster run config: {cfg or 'defaults'}")
         bare = Bare(root / "bare", tenant, week, sim.snapshots, sim.outcomes, sim.activities, args.quick)
+        T.note(TAG, f"bare side also does: {', '.join(sorted(bare.extra)) or 'nothing more'} (candidates: champion "
+                    f"candidate evaluation; card: the version's model card)")
         runs = []
 
         def dagster():
