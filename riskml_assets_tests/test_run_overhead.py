@@ -144,9 +144,10 @@ def test_the_sqlite_storages_keep_their_engines_and_connections(tmp_path, monkey
     assert 2 <= len(engines) <= 4 and len(set(engines)) <= 3, engines  # index (+ its init) and 2 runs: not per statement
     assert len(statements) > 10 * len(engines)  # ... for the many statements that went through them
     assert len(stock[4]) > 10 * len(engines) and stock[5] == []  # Dagster's own: an engine per statement
-    # one kept connection per file: the two new run shards (+ one more while Dagster creates a shard's tables), and
+    # one kept connection per file: the two new run shards (copies of the process's empty shard, made once) and
     # the index if it was not open yet (runs.db was, from the set-up); Dagster's own methods open one per statement
-    assert len(set(connections)) <= 3 and all(connections.count(f) <= 2 for f in connections), connections
+    connections = [c for c in connections if c != "template.db"]
+    assert len(set(connections)) <= 3 and all(connections.count(f) == 1 for f in connections), connections
     assert {f"{r}.db" for r, _ in runs} <= set(connections) and "runs.db" not in connections, connections
     assert len(stock[6]) > 20 * len(connections) and stock[6].count("runs.db") > 5, (len(stock[6]), connections)
     assert kinds == stock[0] and len(kinds) > 15
@@ -327,4 +328,80 @@ def test_the_event_log_remembers_present_tables_only(tmp_path):
     with sqlite3.connect(tmp_path / "runs" / "index.db") as db:
         present = {r[0] for r in db.execute("select name from sqlite_master where type = 'table'")}
     assert storage._riskml_tables and storage._riskml_tables <= present and "no_such_table" not in storage._riskml_tables
+    storage.dispose()
+
+
+def _schema(path) -> tuple:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        tables = sorted(r for r in db.execute("select type, name, tbl_name, sql from sqlite_master"))
+        return tables, db.execute("select version_num from alembic_version").fetchall(), \
+            db.execute("pragma journal_mode").fetchone()[0]
+
+
+def test_a_new_run_shard_is_a_copy_of_dagsters_own_empty_shard(tmp_path):
+    """A new run's event-log shard is copied from an empty shard Dagster's own ``_initdb`` made once per process:
+    the same tables, indexes, alembic stamp and write-ahead-log mode as a shard Dagster creates, and the events of
+    the run land in it. A shard that exists already is left to Dagster."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from riskml_assets import instance_storage as S
+
+    S.install()
+    ours = SqliteEventLogStorage(str(tmp_path / "ours"))
+    with ours.run_connection("run-a") as conn:
+        conn.exec_driver_sql("select 1")
+    S.uninstall()
+    try:
+        stock = SqliteEventLogStorage(str(tmp_path / "stock"))
+        with stock.run_connection("run-a") as conn:
+            conn.exec_driver_sql("select 1")
+        stock.dispose()
+    finally:
+        S.install()
+    made, want = _schema(tmp_path / "ours" / "run-a.db"), _schema(tmp_path / "stock" / "run-a.db")
+    assert made == want and made[2] == "wal" and len(made[0]) > 5 and made[1]
+    assert not [p.name for p in (tmp_path / "ours").iterdir() if p.name.endswith(".tmp")]  # no leftovers
+    # an existing file is never replaced
+    (tmp_path / "ours" / "run-b.db").write_bytes(b"")
+    assert not S._new_run_shard_from_template(ours, "run-b") and (tmp_path / "ours" / "run-b.db").stat().st_size == 0
+    assert not S._new_run_shard_from_template(ours, "index")
+    import shutil
+
+    shutil.rmtree(Path(S._TEMPLATE["path"]).parent)  # the template went: Dagster makes the next shard itself
+    assert not S._new_run_shard_from_template(ours, "run-c") and not S._TEMPLATE
+    with ours.run_connection("run-c") as conn:
+        conn.exec_driver_sql("select 1")
+    assert _schema(tmp_path / "ours" / "run-c.db") == want
+    assert S._new_run_shard_from_template(ours, "run-d") and _schema(tmp_path / "ours" / "run-d.db") == want  # a new one
+    ours.dispose()
+
+
+def test_present_dynamic_partitions_are_remembered_briefly(tmp_path, monkeypatch):
+    """Dagster asks for the tenant partition once per key of every input window; a present partition is
+    remembered for a second (deleted here: forgotten at once), an absent one is always asked again."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from riskml_assets import instance_storage as S
+
+    S.install()
+    storage = SqliteEventLogStorage(str(tmp_path / "runs"))
+    asked = []
+    stock = S._STOCK[(SqliteEventLogStorage, "has_dynamic_partition")][0]
+    monkeypatch.setitem(S._STOCK, (SqliteEventLogStorage, "has_dynamic_partition"),
+                        (lambda st, n, k: asked.append(k) or stock(st, n, k), True))
+    storage.add_dynamic_partitions("tenant", ["acme"])
+    assert all(storage.has_dynamic_partition("tenant", "acme") for _ in range(50)) and asked == ["acme"]
+    assert not storage.has_dynamic_partition("tenant", "other") and not storage.has_dynamic_partition("tenant", "other")
+    assert asked == ["acme", "other", "other"]
+    storage.delete_dynamic_partition("tenant", "acme")
+    assert not storage.has_dynamic_partition("tenant", "acme")  # forgotten at once
+    storage.add_dynamic_partitions("tenant", ["acme"])
+    assert storage.has_dynamic_partition("tenant", "acme")
+    asked.clear()
+    monkeypatch.setattr(S, "_PARTITION_TTL_SECONDS", 0.0)  # expired: asked again
+    storage.__dict__.pop("_riskml_partitions")
+    storage.has_dynamic_partition("tenant", "acme"), storage.has_dynamic_partition("tenant", "acme")
+    assert asked == ["acme", "acme"]
     storage.dispose()
