@@ -118,11 +118,15 @@ def test_a_window_read_as_pandas_at_once_equals_reading_each_week(tmp_path, monk
 
     from riskml_assets.io_manager import tables_to_pandas
 
+    import types
+
     import pyarrow as pa
 
+    from riskml_assets import io_manager
+
     concats = []
-    real_concat = pa.concat_tables
-    monkeypatch.setattr(pa, "concat_tables", lambda tables, **kw: concats.append(len(tables)) or real_concat(tables, **kw))
+    monkeypatch.setattr(io_manager, "pa", types.SimpleNamespace(
+        Table=pa.Table, concat_tables=lambda tables, **kw: concats.append(len(tables)) or pa.concat_tables(tables, **kw)))
 
     def week(i: int, note=None, attrs=None) -> pd.DataFrame:
         df = pd.DataFrame({"opportunity_id": [f"o{i}-{j}" for j in range(3 + i)],
