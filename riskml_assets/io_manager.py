@@ -29,6 +29,8 @@ pl = lazy_module("polars")
 UPath = lazy_attr("upath", "UPath")
 
 PARQUET, JSON = ".parquet", ".json"
+READ_THREADS = 8  # concurrent reads of a window's weeks
+_MISSING = object()
 
 
 def check_partition_key(key: Any) -> None:
@@ -140,20 +142,31 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         paths = self._get_paths_for_partitions(context)
         backcompat = self._get_multipartition_backcompat_paths(context)
         keys = list(context.asset_partition_keys)
-        objs, missing, listings = {}, [], {}
-        for key in keys:
-            for path in (paths[key], backcompat.get(key)):
-                if path is None:
-                    continue
+        listings: dict = {}
+        candidates = {key: [p for p in (paths[key], backcompat.get(key)) if p is not None] for key in keys}
+        for key in keys:  # listed first, one request per folder; the reads below only open what is there
+            for path in candidates[key]:
+                self._stored_names(path.parent, listings)
+
+        def load(key):
+            for path in candidates[key]:
                 try:
-                    objs[key] = self.load_from_path(context=context, path=path,
-                                                    stored=self._stored_names(path.parent, listings),
-                                                    arrow_for_pandas=True)
-                    break
+                    return self.load_from_path(context=context, path=path, stored=listings[str(path.parent)],
+                                               arrow_for_pandas=True)
                 except FileNotFoundError:
                     continue
-            else:
-                missing.append(key)
+            return _MISSING
+
+        # the weeks of a window are read concurrently (each read waits on a file or, on a blob store, a round trip)
+        if len(keys) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(READ_THREADS, len(keys)), thread_name_prefix="riskml-read") as pool:
+                values = list(pool.map(load, keys))
+        else:
+            values = [load(k) for k in keys]
+        objs = {k: v for k, v in zip(keys, values) if v is not _MISSING}
+        missing = [k for k, v in zip(keys, values) if v is _MISSING]
         objs = tables_to_pandas(objs)
         if missing:
             context.log.info(missing_partitions_message(context.asset_key.to_user_string(), missing, len(keys)))

@@ -155,3 +155,45 @@ def test_a_window_read_as_pandas_at_once_equals_reading_each_week(tmp_path, monk
             assert got[i].attrs == want.attrs == frames[i].attrs
         got[0].loc[0, "deal_value"] = 99.0  # a week's frame is its own: the next one is untouched
         assert got[1]["deal_value"].equals(pd.read_parquet(paths[1])["deal_value"])
+
+
+def test_a_window_is_read_concurrently_in_key_order_with_its_missing_weeks_said(store, monkeypatch):
+    """The weeks of a lookback window are read on several threads (on a blob store each read is a round trip);
+    the input still gets every stored week under its own key, in order, and the missing ones are said once."""
+    import threading
+
+    from riskml_assets import io_manager
+    from riskml_assets.partitions import LOOKBACK_WEEKS, lookback_mapping
+
+    root, instance, resources = store
+    weeks = ["2026-10-19", "2026-10-26", "2026-11-09", "2026-11-16"]  # 2026-11-02 never materialized
+
+    @dg.asset(partitions_def=tenant_week, name="probe")
+    def weekly(context) -> pd.DataFrame:
+        return pd.DataFrame({"week": [context.partition_key.keys_by_dimension["week"]] * 2})
+
+    got = {}
+
+    @dg.asset(partitions_def=tenant_week, ins={"probe": dg.AssetIn(
+        partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})})
+    def window(probe) -> pd.DataFrame:
+        got.update(probe)
+        return pd.DataFrame({"n": [len(probe)]})
+
+    for w in weeks:
+        assert dg.materialize([weekly], partition_key=f"acme|{w}", instance=instance, resources=resources).success
+    threads = set()
+    real = io_manager.RiskmlUPathIOManager.load_from_path
+
+    def spy(self, *a, **k):
+        threads.add(threading.current_thread().name)
+        return real(self, *a, **k)
+    monkeypatch.setattr(io_manager.RiskmlUPathIOManager, "load_from_path", spy)
+    res = dg.materialize([weekly, window], selection=[window], partition_key=f"acme|{weeks[-1]}", instance=instance,
+                         resources=resources)
+    assert res.success
+    assert list(got) == sorted(got) and [k.split("|")[1] for k in got] == weeks
+    assert all(frame["week"].tolist() == [k.split("|")[1]] * 2 for k, frame in got.items())
+    assert len(threads) > 1 and all(t.startswith("riskml-read") for t in threads)
+    said = [e.user_message for e in instance.all_logs(res.run_id) if "not materialized" in (e.user_message or "")]
+    assert len(said) == 1 and f"{LOOKBACK_WEEKS - len(weeks)} of {LOOKBACK_WEEKS} partitions" in said[0]
