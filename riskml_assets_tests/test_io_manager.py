@@ -158,8 +158,9 @@ def test_a_window_read_as_pandas_at_once_equals_reading_each_week(tmp_path, monk
 
 
 def test_a_window_is_read_concurrently_in_key_order_with_its_missing_weeks_said(store, monkeypatch):
-    """The weeks of a lookback window are read on several threads (on a blob store each read is a round trip);
-    the input still gets every stored week under its own key, in order, and the missing ones are said once."""
+    """On a remote store the weeks of a lookback window are read on several threads (each read is a round trip;
+    forced here on a local folder, which reads them one after the other): the input still gets every stored week
+    under its own key, in order, and the missing ones are said once."""
     import threading
 
     from riskml_assets import io_manager
@@ -184,6 +185,9 @@ def test_a_window_is_read_concurrently_in_key_order_with_its_missing_weeks_said(
         assert dg.materialize([weekly], partition_key=f"acme|{w}", instance=instance, resources=resources).success
     threads = set()
     real = io_manager.RiskmlUPathIOManager.load_from_path
+    assert io_manager.RiskmlUPathIOManager(base_path=UPath(root / "x")).read_threads() == 1
+    assert io_manager.RiskmlUPathIOManager(base_path=UPath("memory://bucket/x")).read_threads() == io_manager.READ_THREADS
+    monkeypatch.setattr(io_manager.RiskmlUPathIOManager, "read_threads", lambda self: io_manager.READ_THREADS)
 
     def spy(self, *a, **k):
         threads.add(threading.current_thread().name)
