@@ -12,7 +12,7 @@ Set-up (untimed): a simulated tenant written as contract files into a temp data 
   week) ÷ the bare validation of that week;
 * history: one ``ingest_job`` run over every week of the tenant (the single-run backfill ``riskml run`` and
   ``riskml ingest-history`` launch) ÷ the bare validation of every week; and the same run with Dagster's own
-  SQLite event-log methods (``riskml_assets.instance_storage`` uninstalled) ÷ with riskml's kept engines.
+  SQLite storage methods (``riskml_assets.instance_storage`` uninstalled) ÷ with riskml's kept connections.
 
 Bare side: for every kind the job ingests, ``core.ingest.files_for_week`` + ``core.ingest.ingest_week`` on the
 same files (validation and quarantine routing; no storage). Goal (issue 11): Dagster ÷ bare <= 2.
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         rows = bare(all_weeks)
         T.note(TAG, f"history {tenant}|{all_weeks[0]}..{all_weeks[-1]}: {len(all_weeks)} weeks, {rows} valid rows")
         sides = {"dagster_history": dagster_history, "bare_history": lambda: bare(all_weeks)}
-        try:  # code with riskml_assets.instance_storage: the same run with Dagster's own SQLite event log methods
+        try:  # code with riskml_assets.instance_storage: the same run with Dagster's own SQLite storage methods
             from riskml_assets import instance_storage
         except ImportError:
             instance_storage = None

@@ -116,7 +116,7 @@ def _instance():
 
     from .instance_storage import install_when_imported
 
-    install_when_imported()  # the SQLite event log keeps its engines (issue 11)
+    install_when_imported()  # the instance's SQLite storages keep their connections (issue 11)
     return dg.DagsterInstance.get()
 
 

@@ -23,9 +23,10 @@ from .jobs import jobs  # noqa: E402
 from .resources import default_resources  # noqa: E402
 from .compute import compute_resources  # noqa: E402
 from .sensors import schedules, sensors  # noqa: E402
-from .instance_storage import install_when_imported as _keep_event_log_engines  # noqa: E402
+from .instance_storage import install_when_imported as _keep_sqlite_connections  # noqa: E402
 
-_keep_event_log_engines()  # the SQLite event log keeps its engines in run workers and the code server (issue 11)
+# the instance's SQLite storages keep their connections in run workers and the code server (issue 11)
+_keep_sqlite_connections()
 
 all_assets = [*ingest_assets, *feature_assets, *prep_assets, *risk_assets, *registry_assets,
               *family_assets, *pooled_assets, *llm_assets]

@@ -107,13 +107,12 @@ def _run_shard_template(storage) -> str:
     """An empty run shard made by Dagster's own ``_initdb`` once per process (tables, write-ahead log mode, alembic
     stamp), in a temporary folder; closed, so the file holds all of it."""
     if "path" not in _TEMPLATE:
+        import atexit
+        import shutil
         import tempfile
 
         from dagster._core.storage.sql import create_engine
         from sqlalchemy.pool import NullPool
-
-        import atexit
-        import shutil
 
         folder = tempfile.mkdtemp(prefix="riskml-run-shard-")
         path = os.path.join(folder, "template.db")
