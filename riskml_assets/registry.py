@@ -877,7 +877,8 @@ def register_risk_candidate(registry: ModelRegistry, tenant: str, *, artifact: M
 
     ``test`` is the run's test split (labelled examples extracted with ``manifest``); the champion is loaded
     from the registry (checksums verified) and scored on the same rows with its own pinned feature versions
-    (recomputed from ``snapshots_history``/``activities`` when they differ). ``before_promote`` is called
+    (recomputed from ``snapshots_history``/``activities`` when they differ; either may be a function returning
+    the frame, called only then). ``before_promote`` is called
     between registration and promotion (a hook for the caller's own bookkeeping). Re-running with the same
     model is safe: the same version is returned and promotion is idempotent.
 

@@ -373,3 +373,30 @@ def test_refused_augmentation_keeps_and_registers_the_baseline_or_blocks(platfor
         assert registry.champion_version("refuseco", "risk") == version_before
     finally:
         gates_file.unlink()
+
+
+def test_registered_models_reads_the_history_only_to_recompute_the_champions_features(trained, monkeypatch):
+    """Issue 11: ``registered_models`` declares the snapshot and activity windows lazily. With the champion pinning
+    the features this run's examples were extracted with, it reads neither window (the examples are scored as they
+    are); with other pins (engagement v1 here) it reads both and recomputes the champion's features."""
+    from riskml_assets import io_manager
+
+    platform, _, week, _ = trained
+    reads = []
+    real = io_manager.RiskmlUPathIOManager._read_window
+    monkeypatch.setattr(io_manager.RiskmlUPathIOManager, "_read_window", lambda self, context, *a: reads.append(
+        (context.op_def.name, context.asset_key.to_user_string())) or real(self, context, *a))
+    no_promotion = {"registered_models": {"config": {"auto_promote": False}}}
+    registry = platform.resources["model_registry"].get()
+    champion = registry.champion_version("smallco", "risk")
+    for pins, recomputed in (({}, False), ({"engagement": 1}, True)):
+        reads.clear()
+        res = platform.run("train_job", "smallco", week, run_config={**TENANT_MODEL_ONLY, "ops": {
+            **TENANT_MODEL_ONLY["ops"], **no_promotion, "feature_manifest": {"config": {"versions": pins}}}})
+        assert res.success and "registered_models" in materialized(res), pins
+        by_registration = sorted(a for op, a in reads if op == "registered_models")
+        assert by_registration == (["activity_events", "risk_snapshots"] if recomputed else []), pins
+        assert ("training_examples", "risk_snapshots") in reads  # the other steps read their windows as before
+        reg = platform.load("registered_models", "smallco", week)
+        assert reg["champion_before"] == champion and reg["decision"]["champion_version"] == champion
+    assert registry.champion_version("smallco", "risk") == champion

@@ -201,3 +201,99 @@ def test_a_window_is_read_concurrently_in_key_order_with_its_missing_weeks_said(
     assert len(threads) > 1 and all(t.startswith("riskml-read") for t in threads)
     said = [e.user_message for e in instance.all_logs(res.run_id) if "not materialized" in (e.user_message or "")]
     assert len(said) == 1 and f"{LOOKBACK_WEEKS - len(weeks)} of {LOOKBACK_WEEKS} partitions" in said[0]
+
+
+def test_a_local_polars_window_is_read_at_once_and_equals_reading_each_week(store, monkeypatch):
+    """Issue 11: on a local folder a polars-typed window's weeks are read by polars for all files at once
+    (``_read_local_polars``); each week's frame equals ``pl.read_parquet`` of its file (values, dtypes: strings,
+    datetimes, categoricals, a column null all week), keys in order, missing weeks said once."""
+    import numpy as np
+    import polars as pl
+
+    from riskml_assets import io_manager
+    from riskml_assets.partitions import LOOKBACK_WEEKS, lookback_mapping
+
+    root, instance, resources = store
+    weeks = ["2026-10-19", "2026-10-26", "2026-11-09", "2026-11-16"]
+
+    @dg.asset(partitions_def=tenant_week, name="probe")
+    def weekly(context) -> pd.DataFrame:
+        w = context.partition_key.keys_by_dimension["week"]
+        n = 3 + weeks.index(w)
+        return pd.DataFrame({"week": [w] * n, "when": pd.Timestamp(w) + pd.to_timedelta(np.arange(n), "h"),
+                             "value": [float(i) if i % 2 else np.nan for i in range(n)],
+                             "stage": pd.Categorical(["a", "b"] * (n // 2) + ["a"] * (n % 2)),
+                             "note": None if w == weeks[1] else "x"})
+
+    got = {}
+
+    @dg.asset(partitions_def=tenant_week, ins={"probe": dg.AssetIn(
+        partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True, "frame_type": "polars"})})
+    def window(probe) -> pd.DataFrame:
+        got.update(probe)
+        return pd.DataFrame({"n": [len(probe)]})
+
+    for w in weeks:
+        assert dg.materialize([weekly], partition_key=f"acme|{w}", instance=instance, resources=resources).success
+    at_once = []
+    real = io_manager._read_local_polars
+    monkeypatch.setattr(io_manager, "_read_local_polars", lambda paths: at_once.append(len(paths)) or real(paths))
+    res = dg.materialize([weekly, window], selection=[window], partition_key=f"acme|{weeks[-1]}", instance=instance,
+                         resources=resources)
+    assert res.success
+    assert at_once == [len(weeks)]  # every stored week of the window (it ends with the partition's own week)
+    assert [k.split("|")[1] for k in got] == weeks
+    for key, frame in got.items():
+        path = root / "store" / "assets" / "probe" / "acme" / f"{key.split('|')[1]}.parquet"
+        want = pl.read_parquet(path)
+        assert isinstance(frame, pl.DataFrame) and frame.schema == want.schema and frame.equals(want), key
+    said = [e.user_message for e in instance.all_logs(res.run_id) if "not materialized" in (e.user_message or "")]
+    assert len(said) == 1 and f"{LOOKBACK_WEEKS - len(weeks)} of {LOOKBACK_WEEKS} partitions" in said[0]
+
+
+def test_a_lazy_window_is_read_only_when_the_step_asks(store, monkeypatch):
+    """An input declared ``lazy`` gets a ``LazyWindow``: nothing is read unless the step calls ``load()``, which
+    gives the same weeks an eager input gets (read once, then kept)."""
+    from riskml_assets import io_manager
+    from riskml_assets.io_manager import LazyWindow, window_value
+    from riskml_assets.partitions import lookback_mapping
+
+    root, instance, resources = store
+    weeks = ["2026-11-02", "2026-11-09", "2026-11-16"]
+
+    @dg.asset(partitions_def=tenant_week, name="probe")
+    def weekly(context) -> pd.DataFrame:
+        return pd.DataFrame({"week": [context.partition_key.keys_by_dimension["week"]] * 2})
+
+    for w in weeks:
+        assert dg.materialize([weekly], partition_key=f"acme|{w}", instance=instance, resources=resources).success
+    reads, seen = [], {}
+    real = io_manager.RiskmlUPathIOManager._read_window
+    monkeypatch.setattr(io_manager.RiskmlUPathIOManager, "_read_window",
+                        lambda self, context, *a: reads.append(context.name) or real(self, context, *a))
+
+    def reader(name: str, lazy: bool, ask: bool):
+        meta = {"allow_missing_partitions": True, **({"lazy": True} if lazy else {})}
+
+        @dg.asset(partitions_def=tenant_week, name=name,
+                  ins={"probe": dg.AssetIn(partition_mapping=lookback_mapping, metadata=meta)})
+        def _reader(probe) -> pd.DataFrame:
+            seen[name] = (type(probe).__name__, window_value(probe) if ask else None,
+                          window_value(probe) is window_value(probe) if ask else None)
+            return pd.DataFrame({"n": [1]})
+        return _reader
+
+    assets = [reader("lazy_unasked", True, False), reader("lazy_asked", True, True), reader("eager", False, True)]
+    for a in assets:
+        reads.clear()
+        res = dg.materialize([weekly, a], selection=[a], partition_key=f"acme|{weeks[-1]}", instance=instance,
+                             resources=resources)
+        assert res.success
+        name = a.key.to_user_string()
+        assert reads == ([] if name == "lazy_unasked" else ["probe"]), name
+    assert seen["lazy_unasked"][0] == seen["lazy_asked"][0] == LazyWindow.__name__
+    assert seen["lazy_asked"][2] is True  # read once, then kept
+    lazy, eager = seen["lazy_asked"][1], seen["eager"][1]
+    assert list(lazy) == list(eager) and [k.split("|")[1] for k in lazy] == weeks
+    for k in eager:
+        pd.testing.assert_frame_equal(lazy[k], eager[k])

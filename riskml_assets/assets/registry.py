@@ -14,6 +14,7 @@ from ..checks import gate_results, gate_specs
 from ..core import drift as D
 from ..core.contract import week_bounds
 from ..core.features import LABEL
+from ..io_manager import window_value
 from ..core.scoring import concat_frames, rows_between, score_with_features
 from ..partitions import lookback_mapping, split_key, tenant_week
 from ..registry import ModelRegistry, mlflow_model_version_url, mlflow_run_url, register_risk_candidate
@@ -49,16 +50,20 @@ class RegisterConfig(dg.Config):
     seed: int = 0
 
 
-_window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
 # read as polars frames (no pandas round trip): risk_scores stays in polars until the model needs numpy
 _window_in_polars = dict(partition_mapping=lookback_mapping,
                          metadata={"allow_missing_partitions": True, "frame_type": "polars"})
 
 
+# read only when the champion pins other feature versions than this run's examples (its features are recomputed
+# from the history then); otherwise the windows are never read (a LazyWindow from the IO manager)
+_window_in_lazy = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True, "lazy": True})
+
+
 @dg.asset(
     partitions_def=tenant_week, group_name="registry", kinds={"mlflow"}, owners=OWNERS, code_version="1",
     tags={"domain": "risk", "family": "risk"}, pool=REGISTRY_POOL,
-    ins={"risk_snapshots": dg.AssetIn(**_window_in), "activity_events": dg.AssetIn(**_window_in)},
+    ins={"risk_snapshots": dg.AssetIn(**_window_in_lazy), "activity_events": dg.AssetIn(**_window_in_lazy)},
     check_specs=gate_specs("registered_models", ("registered_models_promotion",)),
     description="The risk model + calibrator registered in MLflow as riskml.<tenant>.risk (XGBoost JSON, "
                 "checksummed), alias `challenger`; promoted to `champion` only when every gate passed and it is "
@@ -74,7 +79,14 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     # what this model was fitted and calibrated on: recorded with the version, excluded from comparisons
     fitted_on = dataset_splits["split"].isin(["train", "validation"])
     trained = dataset_splits.loc[fitted_on, "opportunity_id"].astype(str).unique()
-    history, acts = concat(risk_snapshots), concat(activity_events)
+
+    def history():  # read on demand (see _window_in_lazy)
+        return concat(window_value(risk_snapshots))
+
+    def acts():
+        a = concat(window_value(activity_events))
+        return a if len(a) else None
+
     # the drift reference: the feature rows the model was trained on (the train split already carries them;
     # nothing is recomputed), at most 5,000 rows
     reference = D.reference_from_train(dataset_splits, feature_manifest["features"])
@@ -95,7 +107,7 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
         reg, tenant, artifact=artifact, calibrator=calibrator, manifest=feature_manifest["features"],
         test=test, metrics=metrics, report_md=f"Risk model {tenant}|{week}", gates_passed=gates,
         floors={"min_auc": config.min_auc, "max_ece": config.max_ece}, snapshots_history=history,
-        activities=acts if len(acts) else None, reference_data=reference, alpha=config.alpha,
+        activities=acts, reference_data=reference, alpha=config.alpha,
         n_boot=config.n_boot, seed=config.seed, min_improvement=config.min_improvement,
         auto_promote=config.auto_promote, context={"partition": f"{tenant}|{week}", "dagster_run": context.run.run_id},
         trained_opportunities=trained, run_id=artifact.get("mlflow_run_id"),  # the version links to its training run

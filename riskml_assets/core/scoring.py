@@ -358,7 +358,8 @@ def predict_on_examples(bundle: Mapping, examples: pd.DataFrame, examples_manife
 
     When the examples were extracted with the same versions/hashes the bundle pins for its features
     (``examples_manifest``), they are used as they are; otherwise the bundle's pinned versions are recomputed
-    from ``snapshots_history``/``activities`` for the example keys (point in time).
+    from ``snapshots_history``/``activities`` for the example keys (point in time); either may be a function
+    returning the frame, called only then.
     """
     verify_bundle_manifest(bundle, role)
     needed = bundle["artifact"]["features"]
@@ -370,6 +371,9 @@ def predict_on_examples(bundle: Mapping, examples: pd.DataFrame, examples_manife
         for f in needed)
     if same:
         return _predict(bundle, examples)
+    # the history may come as a function that reads it (a caller that has it only on demand): asked only here
+    snapshots_history = snapshots_history() if callable(snapshots_history) else snapshots_history
+    activities = activities() if callable(activities) else activities
     if snapshots_history is None:
         raise ScoringError(f"{_label(bundle, role)} pins feature versions the examples were not extracted with; "
                            "pass snapshots_history (and activities) to recompute them")

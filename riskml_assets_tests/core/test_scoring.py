@@ -206,6 +206,19 @@ def test_predict_on_examples_reuses_or_recomputes_features(models):
     p2, _ = scoring.predict_on_examples(strong, stale, manifest_v1, snapshots_history=models["sim"].snapshots,
                                         activities=models["sim"].activities)
     np.testing.assert_allclose(p2, models["strong"]["p_test"])
+    # the history as functions (registered_models reads its windows only on demand): called only to recompute
+    asked = []
+
+    def ask(name, value):
+        return lambda: asked.append(name) or value
+
+    p3, _ = scoring.predict_on_examples(strong, test, models["manifest"], snapshots_history=ask("s", None),
+                                        activities=ask("a", None))
+    assert asked == [] and np.allclose(p3, p)
+    p4, _ = scoring.predict_on_examples(strong, stale, manifest_v1, snapshots_history=ask("s", models["sim"].snapshots),
+                                        activities=ask("a", models["sim"].activities))
+    assert asked == ["s", "a"]
+    np.testing.assert_allclose(p4, p2)
 
 
 # --------------------------------------------------------------------------------------------
