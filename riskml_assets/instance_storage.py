@@ -14,8 +14,11 @@ the time a run spends storing its events:
 
 ``install()`` gives those classes, in this process, one kept engine per database file (LRU, ``MAX_ENGINES``) whose
 pool keeps one open connection (more only while threads use it at once; the extra ones close on return), and a
-memory of the tables that exist. Nothing else changes: the same files, schema, journal mode, busy timeout and
-transactions (one per ``connect()``, committed at its end, as before), and the same instance config. Other
+memory of the tables that exist. The kept connections to write-ahead-log files sync the log at checkpoints rather
+than at every commit (``synchronous=NORMAL``, SQLite's advice for WAL: ~0.3 ms less per commit here; a process crash
+loses nothing committed, a power loss at most the last commits). Nothing else changes: the same files, schema,
+journal mode, busy timeout and transactions (one per ``connect()``, committed at its end, as before), and the
+same instance config. Other
 processes that use the files (the webserver, the daemon) work as before: SQLite's file locks, not the pool, order
 the writers, and an idle kept connection holds no lock. A forked child forgets the parent's connections.
 
@@ -43,6 +46,8 @@ from typing import Any, Iterator
 
 SQLITE_EVENT_LOG = "dagster._core.storage.event_log.sqlite.sqlite_event_log"
 
+WAL_SYNCHRONOUS = "NORMAL"  # on kept connections to write-ahead-log files (the event log shards); see _on_connect
+
 # per storage object: the index shard plus the runs being written or read at a time (each holds one connection)
 MAX_ENGINES = 32
 
@@ -66,11 +71,27 @@ def engine_for(storage, conn_string: str, connect_args: dict | None = None):
             engine = create_engine(conn_string, poolclass=QueuePool, pool_size=1, max_overflow=-1,
                                    # a pooled connection may serve another thread later (one at a time)
                                    connect_args={**(connect_args or {}), "check_same_thread": False})
+            from sqlalchemy import event
+
+            event.listen(engine, "connect", _on_connect)
             _OWNERS.add(storage)
         engines[conn_string] = engine
         while len(engines) > MAX_ENGINES:
             engines.popitem(last=False)[1].dispose()  # closes its idle connection; one in use closes on return
         return engine
+
+
+def _on_connect(dbapi_conn, _record) -> None:
+    """A new kept connection to a write-ahead-log database syncs the log at checkpoints, not at every commit
+    (``synchronous=NORMAL``: SQLite's advice for WAL; a committed event survives a crash of the process, only a power
+    loss can undo the last ones, and the file is never corrupted). Databases in another journal mode keep
+    SQLite's default (``FULL``)."""
+    cur = dbapi_conn.cursor()
+    try:
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            cur.execute(f"PRAGMA synchronous={WAL_SYNCHRONOUS}")
+    finally:
+        cur.close()
 
 
 def _event_log_connect_args() -> dict:
