@@ -62,6 +62,39 @@ def gate_results(gates: Mapping[str, Gate], values: Mapping[str, object], extra:
     return out
 
 
+def checks_after_materialization(fn):
+    """Decorate an asset's compute function (under ``@dg.asset``) that returns or yields a ``MaterializeResult``
+    with ``check_results``: the materialization is yielded without them and each check result after it, with its
+    asset key. Same events, same order, same blocking; but Dagster no longer looks up the target materialization
+    of every embedded check result a first time only to learn its key (measured: one event-log query per gate,
+    23 per training run), it does so once, when the check is stored."""
+    import functools
+    import inspect
+
+    @functools.wraps(fn)
+    def compute(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        context = next((a for a in args if isinstance(a, dg.AssetExecutionContext)), None)
+        for item in out if inspect.isgenerator(out) else ([] if out is None else [out]):
+            yield from _separated(item, context)
+
+    return compute
+
+
+def _separated(item, context):
+    if not isinstance(item, dg.MaterializeResult) or not item.check_results:
+        yield item
+        return
+    key = item.asset_key or (context.asset_key if context is not None else None)
+    if key is None:  # no key to give the check results: leave them where Dagster resolves it
+        yield item
+        return
+    yield dg.MaterializeResult(asset_key=item.asset_key, metadata=item.metadata, data_version=item.data_version,
+                               tags=item.tags, value=item.value)
+    for c in item.check_results:
+        yield c if c.asset_key is not None else c._replace(asset_key=key)
+
+
 def _num(v):
     if isinstance(v, bool):
         return int(v)

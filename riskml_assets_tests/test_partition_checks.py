@@ -117,3 +117,37 @@ def test_results_stored_without_a_partition_before_the_upgrade_still_block(tmp_p
         assert partition_checks(instance, [DUP], f"old|{week}") == {}
         why = ingestion_blocked(instance, "old", week)
         assert why is not None and "failed input gate risk_snapshots_duplicate_keys" in why
+
+
+def test_each_gate_result_points_at_its_own_materialization_found_once(tmp_path, monkeypatch):
+    """Issue 11: the gate results are yielded after their materialization (``checks.checks_after_materialization``):
+    each stored evaluation still points at the materialization of its asset made by this run and partition, and
+    Dagster looks that materialization up once per gate (embedded in the ``MaterializeResult`` it did so twice, the
+    first time before the materialization existed, only to learn the check's key)."""
+    from dagster._core.definitions.asset_checks.asset_check_result import AssetCheckResult
+
+    from .conftest import Platform
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        p = Platform(tmp_path, instance)
+        simulator.write_tenant(simulator.simulate_tenant(simulator.TenantSpec("once", 15.0, 3), weeks=1),
+                               p.incoming, p.oracle)
+        week = p.weeks("once")[-1]
+        lookups = []
+        real = AssetCheckResult._get_partitioned_target_materialization_data
+        monkeypatch.setattr(AssetCheckResult, "_get_partitioned_target_materialization_data",
+                            lambda self, ctx, key, part: lookups.append((key.to_user_string(), self.check_name))
+                            or real(self, ctx, key, part))
+        res = p.run("ingest_job", "once", week)
+        assert res.success
+        mats = {e.asset_key.to_user_string(): e for e in res.get_asset_materialization_events()}
+        records = {a: instance.fetch_materializations(dg.AssetKey(a), limit=1).records[0] for a in mats}
+        evaluations = res.get_asset_check_evaluations()
+        assert len(evaluations) == 12 and len(mats) == 4
+        assert sorted(lookups) == sorted((e.asset_key.to_user_string(), e.check_name) for e in evaluations)
+        for e in evaluations:
+            target = e.target_materialization_data
+            rec = records[e.asset_key.to_user_string()]
+            assert e.partition == f"once|{week}" and target is not None, e.check_name
+            assert (target.run_id, target.storage_id) == (res.run_id, rec.storage_id), e.check_name

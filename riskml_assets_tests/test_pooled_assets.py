@@ -96,11 +96,22 @@ def test_opted_in_tenant_pools_with_the_other_opted_in_tenant_only(deployment):
     assert value["calibrator"]["validation"]["rows"] == int((frames["initech"].split == "validation").sum())
 
 
-def test_not_opted_in_is_a_cheap_step_with_the_reason(deployment):
+def test_not_opted_in_is_a_cheap_step_with_the_reason(deployment, monkeypatch):
+    """Not opted in: nothing of the other tenants is read (the all-tenants inputs are lazy; before, every tenant's
+    training run read every tenant's splits of the week); opted in: both inputs are read once."""
+    from riskml_assets import io_manager
+
+    reads = []
+    real = io_manager.RiskmlUPathIOManager._read_window
+    monkeypatch.setattr(io_manager.RiskmlUPathIOManager, "_read_window", lambda self, context, *a: reads.append(
+        context.asset_key.to_user_string()) or real(self, context, *a))
     value, meta = _run(deployment, "acme")
     assert value["available"] is False and value["model"] is None
     assert "acme has not opted in" in value["reason"] and "acme.yaml" in value["reason"]
     assert meta["reason"].value == value["reason"]
+    assert reads == []
+    value, _ = _run(deployment, "initech", TINY)
+    assert value["available"] is True and sorted(reads) == ["dataset_splits", "feature_manifest"]
 
 
 def test_another_tenants_bad_config_leaves_it_out_and_a_lone_tenant_gets_the_reason(deployment):

@@ -11,7 +11,7 @@ pd = lazy_module("pandas")
 
 from pydantic import Field
 
-from ..checks import check_spec
+from ..checks import checks_after_materialization, check_spec
 from ..core import families as FAM
 from ..core import forecast as FC
 from ..core import plots
@@ -127,6 +127,7 @@ def build_family_assets(family: str) -> list[dg.AssetsDefinition]:
                                       f"{g.description} (default {g.metric} {g.op} {g.threshold:g}, {g.action})")
                            for g in spec.gates],
               description=f"Evaluation of {family} on its real test split against its baseline, with its gates.")
+    @checks_after_materialization
     def _evaluation(context: dg.AssetExecutionContext, riskml: RiskmlSettings, mlflow: MlflowTracking, **inputs):
         tenant, week = split_key(context)
         model = inputs.pop(f"{family}_model")

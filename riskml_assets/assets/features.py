@@ -10,7 +10,7 @@ pd = lazy_module("pandas")
 
 from pydantic import Field
 
-from ..checks import gate_results, gate_specs
+from ..checks import checks_after_materialization, gate_results, gate_specs
 from ..core import features as F
 from ..core.contract import week_bounds
 from ..partitions import MAX_WINDOW_WEEKS, lookback_mapping, split_key, tenant_week
@@ -60,6 +60,7 @@ def history_before(snapshots: "pd.DataFrame", end) -> "pd.DataFrame":
                 "with the tenant's own parameters (stage order, extra columns) decided from its snapshot "
                 "history and config/tenants/<tenant>.yaml, and pinned.",
 )
+@checks_after_materialization
 def feature_manifest(context: dg.AssetExecutionContext, config: FeatureManifestConfig,
                      riskml: RiskmlSettings, risk_snapshots):
     tenant, week = split_key(context)
@@ -109,6 +110,7 @@ class TrainingExamplesConfig(dg.Config):
     description="Point-in-time features (pinned versions) for every labelled snapshot in the rolling window, "
                 "with labels only from outcomes closed before the partition's end.",
 )
+@checks_after_materialization
 def training_examples(context: dg.AssetExecutionContext, config: TrainingExamplesConfig, riskml: RiskmlSettings,
                       risk_snapshots, opportunity_outcomes, activity_events, feature_manifest: dict):
     tenant, week = split_key(context)

@@ -19,7 +19,7 @@ from ..core.lazy import lazy_module
 pd = lazy_module("pandas")
 
 
-from ..checks import gate_results, gate_specs
+from ..checks import checks_after_materialization, gate_results, gate_specs
 from ..core import ingest as core_ingest
 from ..core.contract import ContractError, parse_incoming_name, validate_tenant, week_in_range
 from ..core.watch import entry_refusal
@@ -188,6 +188,7 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
         # materialization metadata and gate results (stored with the week's partition key)
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
+    @checks_after_materialization
     def _ingest(context: dg.AssetExecutionContext, riskml: RiskmlSettings):
         if context.has_partition_key:  # one tenant-week: the frame, its metadata and its gate results
             tenant, week = split_key(context)

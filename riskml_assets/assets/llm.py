@@ -16,7 +16,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ..checks import check_spec
+from ..checks import checks_after_materialization, check_spec
 from ..core import llm_data as L
 from ..partitions import split_key, tenant_week
 from ..resources import RiskmlSettings
@@ -58,6 +58,7 @@ class LlmExamplesConfig(dg.Config):
           description="Optional (llm_data_job): JSONL chat examples (snapshot context -> outcome and templated "
                       "explanation) per tenant-week under data/llm/<tenant>/<week>/, validated by four blocking "
                       "checks (parse/schema, no label leakage, no other tenant's free text, size).")
+@checks_after_materialization
 def llm_finetune_examples(context: dg.AssetExecutionContext, config: LlmExamplesConfig, riskml: RiskmlSettings,
                           dataset_splits, risk_snapshots, feature_manifest: dict):
     tenant, week = split_key(context)

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ..core.pooled import POOLED_KEY, PooledConfigError, parse_pooled, train_pooled_model, unavailable
 from ..core.training import XGBParams
+from ..io_manager import window_value
 from ..partitions import split_key, tenant_week
 from ..resources import RiskmlSettings
 from .common import OWNERS, md_table
@@ -30,6 +31,9 @@ same_week_all_tenants = dg.MultiPartitionMapping({
     "week": dg.DimensionPartitionMapping("week", dg.IdentityPartitionMapping()),
 })
 _all_tenants_in = dict(partition_mapping=same_week_all_tenants, metadata={"allow_missing_partitions": True})
+# lazy: read only when the tenant opted in (otherwise every tenant's training run would read every tenant's splits)
+_all_tenants_lazy = dict(partition_mapping=same_week_all_tenants,
+                         metadata={"allow_missing_partitions": True, "lazy": True})
 
 
 def by_tenant(value, own_tenant: str) -> dict[str, object]:
@@ -60,7 +64,7 @@ class PooledModelConfig(dg.Config):
 
 @dg.asset(partitions_def=tenant_week, group_name="risk", owners=OWNERS, code_version="1",
           tags={"domain": "risk", "family": "risk"}, kinds={"xgboost"},
-          ins={"dataset_splits": dg.AssetIn(**_all_tenants_in), "feature_manifest": dg.AssetIn(**_all_tenants_in)},
+          ins={"dataset_splits": dg.AssetIn(**_all_tenants_lazy), "feature_manifest": dg.AssetIn(**_all_tenants_lazy)},
           description="Opt-in pooled risk model (`pooled: true` in config/tenants/<tenant>.yaml): XGBoost on the TRAIN "
                       "rows of every opted-in tenant of the week with the tenant as a categorical feature, early "
                       "stopping and calibration on this tenant's own validation rows; no tenant's validation or test "
@@ -75,7 +79,8 @@ def pooled_risk_model(context: dg.AssetExecutionContext, config: PooledModelConf
                              f"{own_cfg_path.name})")
         context.log.info(f"pooled_risk_model {tenant}|{week}: {result['reason']}")
         return dg.MaterializeResult(value=result, metadata={"available": False, "reason": result["reason"]})
-    splits, manifests = by_tenant(dataset_splits, tenant), by_tenant(feature_manifest, tenant)
+    splits = by_tenant(window_value(dataset_splits), tenant)
+    manifests = by_tenant(window_value(feature_manifest), tenant)
     opted, refused = [], {}
     for t in sorted(set(context.instance.get_dynamic_partitions("tenant")) | set(splits) | {tenant}):
         try:

@@ -9,7 +9,7 @@ pd = lazy_module("pandas")
 
 from pydantic import Field
 
-from ..checks import gate_results, gate_specs
+from ..checks import checks_after_materialization, gate_results, gate_specs
 from ..core import augmentation as A
 from ..core import synthetic_quality as Q
 from ..core.balancing import balance
@@ -27,6 +27,7 @@ _common = dict(partitions_def=tenant_week, group_name="prepare", kinds={"pandas"
 @dg.asset(**_common, check_specs=gate_specs("clean_examples", ("clean_examples_drop_share",)),
           description="Validated, cleaned examples: rows with missing critical features, a CRM probability outside "
                       "0-100 or infinite values removed (with the reason); other missing values kept for the model.")
+@checks_after_materialization
 def clean_examples(context: dg.AssetExecutionContext, riskml: RiskmlSettings, training_examples: Frame,
                    feature_manifest: dict):
     clean, dropped, stats = clean_fn(training_examples, feature_manifest["features"])
@@ -57,6 +58,7 @@ class SplitConfig(dg.Config):
     "dataset_splits_disjoint", "dataset_splits_min_rows", "dataset_splits_min_class", "dataset_splits_walk_forward_order")),
     description="Train / validation / test (column `split`), grouped by opportunity: all snapshots of an "
                 "opportunity land in one split, and the same split every week (stable hash of tenant + opportunity).")
+@checks_after_materialization
 def dataset_splits(context: dg.AssetExecutionContext, config: SplitConfig, riskml: RiskmlSettings,
                    clean_examples: Frame):
     tenant, _ = split_key(context)
@@ -101,6 +103,7 @@ _WORST = {"impossible_rows": sum}
           description="Real examples plus synthetic TRAIN rows (SMOTE/SMOTE-NC, Gaussian copula, domain rules) up to a "
                       "target size when data is scarce; every synthetic row has is_synthetic=True and its method. "
                       "Validation and test rows are passed through untouched.")
+@checks_after_materialization
 def augmented_examples(context: dg.AssetExecutionContext, config: AugmentConfig, riskml: RiskmlSettings,
                        dataset_splits: Frame, feature_manifest: dict):
     manifest = feature_manifest["features"]
@@ -153,6 +156,7 @@ class BalanceConfig(dg.Config):
 @dg.asset(**_common, check_specs=gate_specs("balanced_train", ("balanced_train_ratio",)),
           description="The train split, balanced between won and lost (imbalanced-learn) only when configured "
                       "(default: passed through unchanged); only train rows.")
+@checks_after_materialization
 def balanced_train(context: dg.AssetExecutionContext, config: BalanceConfig, riskml: RiskmlSettings,
                    augmented_examples: Frame, feature_manifest: dict):
     train = augmented_examples[augmented_examples["split"] == "train"].reset_index(drop=True)

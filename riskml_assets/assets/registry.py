@@ -10,7 +10,7 @@ pd = lazy_module("pandas")
 
 from pydantic import Field
 
-from ..checks import gate_results, gate_specs
+from ..checks import checks_after_materialization, gate_results, gate_specs
 from ..core import drift as D
 from ..core.contract import week_bounds
 from ..core.features import LABEL
@@ -69,6 +69,7 @@ _window_in_lazy = dict(partition_mapping=lookback_mapping, metadata={"allow_miss
                 "checksummed), alias `challenger`; promoted to `champion` only when every gate passed and it is "
                 "significantly better than the champion on the same real test rows.",
 )
+@checks_after_materialization
 def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig, riskml: RiskmlSettings,
                       model_registry: RegistryResource, risk_model: dict, risk_calibrator: dict,
                       risk_evaluation: dict, dataset_splits: Frame, feature_manifest: dict,
@@ -173,6 +174,7 @@ class ScoreConfig(dg.Config):
                 "exactly the champion's pinned feature versions (a mismatch fails loudly); PSI drift vs the "
                 "champion's training data.",
 )
+@checks_after_materialization
 def risk_scores(context: dg.AssetExecutionContext, config: ScoreConfig, riskml: RiskmlSettings,
                 model_registry: RegistryResource, risk_snapshots, activity_events):
     tenant, week = split_key(context)

@@ -12,7 +12,7 @@ pd = lazy_module("pandas")
 
 from pydantic import Field
 
-from ..checks import gate_results, gate_specs
+from ..checks import checks_after_materialization, gate_results, gate_specs
 from ..core import metrics as M
 from ..core import plots
 from ..core.evaluation import (CANDIDATE_SOURCES, CandidateUnavailable, apply_calibrator, candidates_markdown,
@@ -80,6 +80,7 @@ class RiskModelConfig(dg.Config):
                       "forest) and params chosen by grouped time-ordered cross-validation when they beat it by more "
                       "than the fold noise; early stopping on validation; stored as JSON (XGBoost JSON, LightGBM "
                       "text, forest node arrays) with its pinned feature manifest; tracked as an MLflow run.")
+@checks_after_materialization
 def risk_model(context: dg.AssetExecutionContext, config: RiskModelConfig, riskml: RiskmlSettings,
                mlflow: MlflowTracking, balanced_train: Frame, dataset_splits: Frame,
                feature_manifest: dict, dask: DaskResource, azureml: AzureMLPipesResource):
@@ -200,6 +201,7 @@ class RiskCalibratorConfig(dg.Config):
 
 @dg.asset(**_common, kinds={"scikitlearn"}, check_specs=gate_specs("risk_calibrator", ("risk_calibrator_ece",)),
           description="Platt or isotonic calibration of the risk model, fit on the real, unresampled validation rows.")
+@checks_after_materialization
 def risk_calibrator(context: dg.AssetExecutionContext, config: RiskCalibratorConfig, riskml: RiskmlSettings,
                     risk_model: dict, dataset_splits: Frame):
     valid = _split(dataset_splits, "validation")
@@ -268,6 +270,7 @@ def _kept_artifact(model: dict, risk_model: dict, feature_manifest: dict, tenant
           description="Evaluation report on the test split: AUC, log-loss, Brier, ECE, precision/recall/F1 at the "
                       "operating threshold, MSE/MAE/RMSE/R2, baselines, feature importance, largest errors, "
                       "reliability diagram; the augmentation/balancing ablation and which variant was kept.")
+@checks_after_materialization
 def risk_evaluation(context: dg.AssetExecutionContext, config: RiskEvaluationConfig, riskml: RiskmlSettings,
                     mlflow: MlflowTracking, risk_model: dict, risk_calibrator: dict, dataset_splits: Frame,
                     balanced_train: Frame, feature_manifest: dict, pooled_risk_model: dict):
