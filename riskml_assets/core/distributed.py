@@ -37,12 +37,33 @@ def choose_execution(requested: str, rows: int, dask_min_rows: int) -> Execution
     return "dask" if dask_min_rows > 0 and rows >= dask_min_rows else "local"
 
 
-def _to_dask(df, npartitions: int):
+# xgboost.dask refuses a worker that holds train rows but no validation rows when a feature is categorical. The
+# chunks of pandas input are placed round-robin (``_to_dask``), but the tasks derived from them may still run
+# elsewhere (Dask moves small tasks between idle workers): the fit is tried again, the placement then differs.
+EMPTY_WORKER_ATTEMPTS = 3
+
+
+def _to_dask(df, npartitions: int, client=None, workers: list[str] | None = None):
+    """A Dask DataFrame of ``df`` (a pandas frame: ``npartitions`` row chunks, at most one per row; a Dask one as
+    it is). With ``client`` and ``workers``, chunk i is placed on ``workers[i % len(workers)]`` (scattered there):
+    train and validation chunks then share their workers. xgboost.dask trains on every worker that holds a
+    partition of either, and refuses one that holds train rows but no validation rows when a feature is
+    categorical ("A worker cannot have empty input"); left to the scheduler, both validation chunks sometimes
+    landed on one worker (the fit retries when a derived task moved anyway: ``EMPTY_WORKER_ATTEMPTS``)."""
     import dask.dataframe as dd
 
-    if isinstance(df, pd.DataFrame):
-        return dd.from_pandas(df.reset_index(drop=True), npartitions=max(1, min(npartitions, len(df) or 1)))
-    return df
+    if not isinstance(df, pd.DataFrame):
+        return df
+    df = df.reset_index(drop=True)
+    n = max(1, min(npartitions, len(df) or 1))
+    if client is None or not workers:
+        return dd.from_pandas(df, npartitions=n)
+    import numpy as np
+
+    chunks = np.array_split(np.arange(len(df)), n)
+    futures = [client.scatter(df.iloc[idx].reset_index(drop=True), workers=[workers[i % len(workers)]])
+               for i, idx in enumerate(chunks)]
+    return dd.from_delayed(futures, meta=df.iloc[:0], verify_meta=False)
 
 
 def _dask_category_levels(train, features: list[str], kinds: dict[str, str]) -> dict[str, list[str]]:
@@ -74,7 +95,11 @@ def train_xgb_classifier_dask(train, valid, manifest: dict, client, params: XGBP
     params = params or XGBParams()
     threads = sum(client.nthreads().values()) or 1
     nparts = npartitions or threads
-    dtrain, dvalid = _to_dask(train, nparts), _to_dask(valid, nparts)
+    # pandas input: train and validation chunks on the same workers, as many workers as both have rows for
+    workers = sorted(client.nthreads())
+    sizes = [len(f) for f in (train, valid) if isinstance(f, pd.DataFrame)]
+    workers = workers[:max(1, min([len(workers), nparts, *sizes]))]
+    dtrain, dvalid = _to_dask(train, nparts, client, workers), _to_dask(valid, nparts, client, workers)
     features, kinds = model_features(dtrain._meta, manifest)
     if not features:
         raise ValueError("no features available to train on")
@@ -96,9 +121,18 @@ def train_xgb_classifier_dask(train, valid, manifest: dict, client, params: XGBP
     yva = dvalid[LABEL].astype("int64")
     weights = dtrain["sample_weight"].astype("float64") if "sample_weight" in dtrain.columns else None
     t0 = time.perf_counter()
-    clf = xgb_dask.DaskXGBClassifier(**xgb_estimator_kwargs(params, n_valid > 0))
-    clf.client = client
-    clf.fit(Xtr, labels, sample_weight=weights, eval_set=[(Xva, yva)] if n_valid else None, verbose=False)
+    for attempt in range(1, EMPTY_WORKER_ATTEMPTS + 1):
+        clf = xgb_dask.DaskXGBClassifier(**xgb_estimator_kwargs(params, n_valid > 0))
+        clf.client = client
+        try:
+            clf.fit(Xtr, labels, sample_weight=weights, eval_set=[(Xva, yva)] if n_valid else None, verbose=False)
+            break
+        except Exception as exc:  # noqa: BLE001 - xgboost's own error type, matched by its message
+            if "cannot have empty input" not in str(exc) or attempt == EMPTY_WORKER_ATTEMPTS:
+                raise
+            if log:
+                log(f"xgboost.dask: a worker held train rows but no validation rows (attempt {attempt}); the "
+                    f"scheduler placed the partitions again")
     seconds = time.perf_counter() - t0
     booster = clf.get_booster()
     best = int(getattr(clf, "best_iteration", params.n_estimators - 1) or 0)

@@ -125,3 +125,56 @@ def test_dask_parity_on_acme(manifest):
     assert len(train) > 15_000 and auc_local > 0.7
     assert abs(auc_dask - auc_local) <= 0.005, (auc_dask, auc_local)
     assert dask_art["categories"] == local["categories"] and dask_art["features"] == local["features"]
+
+
+def test_pandas_chunks_of_train_and_validation_share_their_workers(client, initech_splits, manifest, monkeypatch):
+    """xgboost.dask trains on every worker holding a partition of the train or the validation data, and with a
+    categorical feature refuses a worker that holds train rows but no validation rows (a rare failure of this
+    module's tests). ``_to_dask`` scatters the chunks of a pandas frame round-robin over the given workers, so
+    train and validation chunks start on the same workers; tasks derived from them may still move, so a fit
+    refused for that reason is tried again (here: refused once on purpose), any other error is raised at once."""
+    import xgboost.dask as xgb_dask
+
+    from riskml_assets.core import distributed as DIST
+    from riskml_assets.core.distributed import _to_dask
+
+    parts = _parts(initech_splits)
+    workers = sorted(client.nthreads())
+    assert len(workers) == 2
+
+    def placed(df, on):
+        before = {w: set(k) for w, k in client.has_what().items()}
+        ddf = _to_dask(df, 2, client, on)
+        after = client.has_what()
+        return ddf, {w: len(set(after[w]) - before.get(w, set())) for w in after}
+
+    dtrain, new_train = placed(parts["train"], workers)
+    dvalid, new_valid = placed(parts["validation"], workers)
+    assert new_train == new_valid == {w: 1 for w in workers}  # one chunk of each on each worker
+    assert len(dtrain.compute()) == len(parts["train"]) and dtrain.npartitions == 2
+    # the same rows and values (Dask stores text as pyarrow strings, as dd.from_pandas does)
+    pd.testing.assert_frame_equal(dvalid.compute().reset_index(drop=True), parts["validation"], check_dtype=False)
+
+    real_fit, calls, said = xgb_dask.DaskXGBClassifier.fit, [], []
+
+    def refused_once(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("A worker cannot have empty input when a dataframe with categorical features is used.")
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(xgb_dask.DaskXGBClassifier, "fit", refused_once)
+    art = train_xgb_classifier_dask(parts["train"], parts["validation"], manifest, client, FAST, log=said.append)
+    assert len(calls) == 2 and json.loads(art["booster_json"]) and any("attempt 1" in s for s in said)
+    calls.clear()
+    monkeypatch.setattr(xgb_dask.DaskXGBClassifier, "fit", lambda self, *a, **k: calls.append(1) or (_ for _ in ()).throw(
+        RuntimeError("A worker cannot have empty input")))
+    with pytest.raises(RuntimeError, match="empty input"):
+        train_xgb_classifier_dask(parts["train"], parts["validation"], manifest, client, FAST)
+    assert len(calls) == DIST.EMPTY_WORKER_ATTEMPTS
+    calls.clear()
+    monkeypatch.setattr(xgb_dask.DaskXGBClassifier, "fit", lambda self, *a, **k: calls.append(1) or (_ for _ in ()).throw(
+        RuntimeError("something else")))
+    with pytest.raises(RuntimeError, match="something else"):
+        train_xgb_classifier_dask(parts["train"], parts["validation"], manifest, client, FAST)
+    assert len(calls) == 1
