@@ -174,6 +174,11 @@ def report_ratio(tag: str, times: Mapping[str, list[float]], a: str, b: str,
     return r_med
 
 
+def paired_difference(times: Mapping[str, list[float]], a: str, b: str) -> float:
+    """Median of a_i - b_i over the repetitions (each pair ran back to back): what side a costs on top of b."""
+    return statistics.median(x - y for x, y in zip(times[a], times[b]))
+
+
 def report_value(tag: str, name: str, value: float, unit: str = "", goal: tuple[str, float] | None = None) -> None:
     print(f"[{tag}] value {name}: {value:.4g}{(' ' + unit) if unit else ''}{_goal_text(goal, value)}", flush=True)
 

@@ -79,6 +79,7 @@ def main(argv=None) -> int:
         times = T.interleave({"dagster": dagster, "bare": bare}, args.repeat)
         T.report_times(TAG, times)
         T.report_ratio(TAG, times, "dagster", "bare", ("<=", 2.0))
+        T.report_value(TAG, "orchestration_s_per_run", T.paired_difference(times, "dagster", "bare"), "s")
         T.report_value(TAG, "event_records_per_run", plat.event_records(run_ids[-1]))
 
         # history: every week of the tenant in one run

@@ -117,12 +117,26 @@ def test_p2_ingest_quick_on_postgres():
     assert figs["value"]["event_records_per_history_run"]["value"] > figs["value"]["event_records_per_run"]["value"] > 0
 
 
+def _paired_difference(out: str) -> float:
+    """Median of dagster_i - bare_i from the printed 'seconds in run order' note (2 decimals)."""
+    import re
+    import statistics
+
+    line = next(ln for ln in out.splitlines() if "seconds in run order: dagster " in ln)
+    m = re.search(r"dagster ([\d. ]+); bare ([\d. ]+)", line)
+    d, b = ([float(x) for x in g.split()] for g in m.groups())
+    return statistics.median(x - y for x, y in zip(d, b))
+
+
 @pytest.mark.slow
 def test_p1_dagster_vs_bare_quick():
     out, figs = run_quick("bench_p1_dagster_vs_bare.py", timeout=1800)
     assert_times(figs, ["dagster", "bare"])
     assert figs["value"]["event_records_per_run"]["value"] > 0
     assert "bare registered version 1" in out
+    # the orchestration's seconds: the median of the back-to-back differences of the printed runs
+    assert figs["value"]["orchestration_s_per_run"]["unit"] == "s"
+    assert figs["value"]["orchestration_s_per_run"]["value"] == pytest.approx(_paired_difference(out), abs=0.011)
 
 
 @pytest.mark.slow
