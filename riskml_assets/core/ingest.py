@@ -627,7 +627,7 @@ def _finish(kind: str, tenant: str, parts: list[_Part], week, target: str | None
         start, end = _schemas.as_naive_utc(week[0]), _schemas.as_naive_utc(week[1])
         if not start < end:
             raise ContractError(f"week start {start} is not before week end {end}")
-        chk = next(c for c in _schemas.build_schema(kind, week=(start, end)).checks if c.name == "outside_week")
+        chk = _schemas.inside_week_check(kind, start, end)
         ok = np.asarray(chk(cand).check_output, dtype=bool) if len(cand) else np.ones(0, dtype=bool)
         if (~ok).any():
             out = cand.loc[~ok]

@@ -165,6 +165,24 @@ def test_schemas_define_keys_event_dates_and_reason_codes_for_every_kind():
         == {"activity_after_snapshot", "future_date", "outside_week"}
 
 
+def test_schemas_are_built_once_per_kind_now_and_week_and_the_week_check_is_the_schemas():
+    """A history run validates every week against the same ``now``: the schema is built once (building one
+    deep-copies each column). ``inside_week_check`` is the schema's own week rule, without building a schema."""
+    now = dt.datetime(2026, 11, 20, 12)
+    week = (dt.datetime(2026, 11, 9), dt.datetime(2026, 11, 16))
+    assert schemas.build_schema("snapshots", now=now) is schemas.build_schema("snapshots", now=now)
+    assert schemas.build_schema("snapshots", now=now) is not schemas.build_schema("snapshots", now=now + dt.timedelta(1))
+    assert schemas.build_schema("outcomes") is schemas.SCHEMAS["outcomes"]
+    for kind in schemas.KINDS:
+        col = schemas.EVENT_DATE[kind]
+        frame = pd.DataFrame({col: pd.to_datetime(["2026-11-08 23:59", "2026-11-09 00:00", "2026-11-15 23:59",
+                                                    "2026-11-16 00:00"])})
+        alone = schemas.inside_week_check(kind, *week)
+        [in_schema] = [c for c in schemas.build_schema(kind, week=week).checks if c.name == "outside_week"]
+        assert alone.name == in_schema.name and alone.error == in_schema.error
+        assert list(alone(frame).check_output) == list(in_schema(frame).check_output) == [False, True, True, False]
+
+
 def test_unknown_kind_and_bad_tenant_are_refused():
     with pytest.raises(ContractError, match="unknown input kind"):
         validate_frame("forecasts", make_snapshots(1), tenant=TENANT, source_file="x.csv", now=NOW)
