@@ -240,7 +240,9 @@ def test_check_results_are_shown_per_partition(deployment, page, ui_launched_run
         rows.first.wait_for()
         texts = [rows.nth(i).inner_text() for i in range(min(rows.count(), 8))]
         assert f"bad|{WEEK}" in texts[0] and "Failed" in texts[0], texts[0]  # the latest evaluation
-        assert any(f"demo|{WEEK}" in t and "Passed" in t for t in texts), texts
+        # demo's weeks follow in the order Dagster planned its history run's evaluations (it varies between
+        # processes: demo|WEEK is not always among the first rows); demo|WEEK's own result is the panel above
+        assert any("demo|20" in t and "Passed" in t for t in texts), texts
         assert all("|20" in t and "\u2014" not in t for t in texts)  # every row names its tenant|week
         _shot(page, "check-execution-history.png", deployment["root"])
     finally:

@@ -203,8 +203,9 @@ def build_ingest_asset(kind: str) -> dg.AssetsDefinition:
         # to the week's own path; metadata and gate results per week
         frames, evaluations, history = {}, [], {"quiet": True}
         rows = quarantined = 0
-        # oldest week first: Dagster's order of the range's keys varies from process to process, and the order
-        # here is the order in which the weeks' gate results are stored (the UI lists the latest first)
+        # oldest week first, whatever order Dagster gives the range's keys: the weeks are read, logged and their
+        # gate results emitted in calendar order (the check history in the UI still follows the order in which
+        # Dagster planned the run's evaluations, which varies between processes)
         for key in sorted(context.partition_keys, key=str):
             dims = tenant_week.get_partition_key_from_str(str(key)).keys_by_dimension
             tenant, week = validate_tenant(dims["tenant"]), dims["week"]
