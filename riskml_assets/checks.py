@@ -11,6 +11,8 @@ A partitioned ``AssetCheckSpec`` is a *preview* API in Dagster 1.13 (pinned vers
 PreviewWarning is silenced here, for these specs only.
 """
 
+import functools
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -68,8 +70,6 @@ def checks_after_materialization(fn):
     asset key. Same events, same order, same blocking; but Dagster no longer looks up the target materialization
     of every embedded check result a first time only to learn its key (measured: one event-log query per gate,
     23 per training run), it does so once, when the check is stored."""
-    import functools
-    import inspect
 
     @functools.wraps(fn)
     def compute(*args, **kwargs):

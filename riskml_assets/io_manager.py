@@ -247,12 +247,6 @@ class LazyWindow:
             self._value, self._read = self._read(), None
         return self._value
 
-    __call__ = load
-
-    @property
-    def loaded(self) -> bool:
-        return self._value is not _MISSING
-
 
 def window_value(value):
     """An input's value: a ``LazyWindow`` read now, anything else as it is (a step invoked directly with frames)."""
