@@ -30,6 +30,7 @@ UPath = lazy_attr("upath", "UPath")
 
 PARQUET, JSON = ".parquet", ".json"
 READ_THREADS = 8  # concurrent reads of a window's weeks on a remote (fsspec) store
+READ_CACHE_MB = 256  # default size of the run's read cache (RiskmlIOManager.read_cache_mb)
 _MISSING = object()
 
 
@@ -56,8 +57,110 @@ def is_inside(base: UPath, path: UPath) -> bool:
     return p == b or p.startswith(b.rstrip("/") + "/")
 
 
+class ReadCache:
+    """Parquet values already read in this run, kept for the next step that reads the same file.
+
+    In one run every step loads its inputs again from storage: ``dataset_splits`` is read by six steps of a
+    training run, ``balanced_train`` by two, a snapshot window by up to three. The IO manager lives as long as the
+    run (in-process executor: one instance for all steps), and so does this cache.
+
+    * Local files only: an entry is stamped with the file's (mtime_ns, size, inode) when read and is used only
+      while ``os.stat`` still gives that stamp, so a file rewritten since (by this run or any other process) is
+      read again.
+    * Each reader gets its own value: a deep copy of a pandas frame (a step may change its input in place), a
+      clone of a polars frame (shared buffers, copied on write), an Arrow table as it is (immutable).
+    * Bounded: at most ``max_bytes`` (least recently used first out); a value larger than a quarter of it is not
+      kept. ``max_bytes=0`` turns it off.
+    """
+
+    def __init__(self, max_bytes: int):
+        import threading
+        from collections import OrderedDict
+
+        self.max_bytes = max(int(max_bytes), 0)
+        self._entries: "OrderedDict[tuple[str, str], tuple[tuple, Any, int]]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def stamp(file: str) -> tuple | None:
+        try:
+            st = os.stat(file)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def get(self, file: str, kind: str) -> tuple[Any, tuple | None]:
+        """(a reader's own copy of the kept value or _MISSING, the file's stamp now)."""
+        stamp = self.stamp(file) if self.max_bytes and file else None
+        if stamp is None:
+            return _MISSING, None
+        with self._lock:
+            entry = self._entries.get((file, kind))
+            if entry is None or entry[0] != stamp:
+                self.misses += 1
+                return _MISSING, stamp
+            self._entries.move_to_end((file, kind))
+            self.hits += 1
+        return _own_copy(entry[1]), stamp
+
+    def put(self, file: str, kind: str, stamp: tuple | None, value: Any) -> Any:
+        """Keep ``value`` (read from ``file`` when it had ``stamp``); returns what the reader gets."""
+        size = _value_bytes(value)
+        if stamp is None or size is None or size > self.max_bytes // 4:
+            return value
+        with self._lock:
+            old = self._entries.pop((file, kind), None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[(file, kind)] = (stamp, value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._entries:
+                _, (_, _, freed) = self._entries.popitem(last=False)
+                self._bytes -= freed
+        return _own_copy(value)
+
+    def forget(self, file: str) -> None:
+        """Drop what is kept of ``file`` (it is being written: the stamp alone may not change when a file is
+        rewritten in place with the same size within the clock's granularity)."""
+        if not self.max_bytes:
+            return
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == file]:
+                self._bytes -= self._entries.pop(key)[2]
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+def _own_copy(value: Any) -> Any:
+    if isinstance(value, pd.DataFrame):
+        return value.copy(deep=True)
+    if isinstance(value, pl.DataFrame):
+        return value.clone()
+    return value  # an Arrow table: immutable
+
+
+def _value_bytes(value: Any) -> int | None:
+    """Approximate bytes held by a kept value (None: a type the cache does not keep)."""
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(index=True, deep=False).sum())
+    if isinstance(value, pl.DataFrame):
+        return int(value.estimated_size())
+    if isinstance(value, pa.Table):
+        return int(value.nbytes)
+    return None
+
+
 class RiskmlUPathIOManager(dg.UPathIOManager):
     extension = None  # chosen per object: .parquet for frames, .json for dicts
+
+    def __init__(self, base_path=None, read_cache_mb: int = READ_CACHE_MB):
+        super().__init__(base_path=base_path)
+        local = getattr(self._base_path, "protocol", "") == ""  # plain paths: os.stat and os.fspath apply
+        self.read_cache = ReadCache(int(read_cache_mb) * 2**20 if local else 0)
 
     def _with_extension(self, path):  # keep the partition path bare; the suffix is added per object
         return path
@@ -112,6 +215,7 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
             obj = obj.collect()
         if isinstance(obj, (pd.DataFrame, pl.DataFrame)):
             target = path.with_name(path.name + PARQUET)
+            self._forget(target)
             with target.open("wb") as fh:
                 if isinstance(obj, pl.DataFrame):
                     obj.write_parquet(fh)
@@ -121,12 +225,17 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         elif isinstance(obj, dict):
             target = path.with_name(path.name + JSON)
             target.write_text(json.dumps(obj, default=_json_default))
+            self._forget(path.with_name(path.name + PARQUET))
             self._remove(path.with_name(path.name + PARQUET))
         else:
             raise TypeError(
                 f"{context.asset_key.to_user_string()}: the riskml IO manager stores pandas/polars frames and "
                 f"JSON-able dicts, got {type(obj).__name__}"
             )
+
+    def _forget(self, file: UPath) -> None:
+        if self.read_cache.max_bytes:
+            self.read_cache.forget(os.fspath(file))
 
     @staticmethod
     def _remove(p: UPath) -> None:
@@ -175,7 +284,8 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         if getattr(self._base_path, "protocol", "") == "" and (
                 _wants(context, pl.DataFrame) or _wants_polars_by_metadata(context)):
             fast = _read_local_polars({k: candidates[k][0] for k in keys if candidates[k]
-                                       and candidates[k][0].name + PARQUET in listings[str(candidates[k][0].parent)]})
+                                       and candidates[k][0].name + PARQUET in listings[str(candidates[k][0].parent)]},
+                                      self.read_cache)
         if fast:
             values = [fast[k] if k in fast else load(k) for k in keys]
         elif threads > 1:
@@ -217,13 +327,21 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         converts the tables of a window at once)."""
         pq, js = path.with_name(path.name + PARQUET), path.with_name(path.name + JSON)
         if stored is None or pq.name in stored:
+            kind = ("polars" if _wants(context, pl.DataFrame) or _wants_polars_by_metadata(context)
+                    else "arrow" if arrow_for_pandas else "pandas")
+            file = os.fspath(pq) if self.read_cache.max_bytes else ""  # the cache is on for local folders only
+            kept, stamp = self.read_cache.get(file, kind)
+            if kept is not _MISSING:
+                return kept
             try:
                 with pq.open("rb") as fh:
-                    if _wants(context, pl.DataFrame) or _wants_polars_by_metadata(context):
-                        return pl.read_parquet(fh)
-                    if arrow_for_pandas:
-                        return pa_parquet.read_table(fh, use_pandas_metadata=True)
-                    return pd.read_parquet(fh)
+                    if kind == "polars":
+                        value = pl.read_parquet(fh)
+                    elif kind == "arrow":
+                        value = pa_parquet.read_table(fh, use_pandas_metadata=True)
+                    else:
+                        value = pd.read_parquet(fh)
+                return self.read_cache.put(file, kind, stamp, value)
             except FileNotFoundError:
                 pass
         if stored is None or js.name in stored:
@@ -253,19 +371,27 @@ def window_value(value):
     return value.load() if isinstance(value, LazyWindow) else value
 
 
-def _read_local_polars(paths: dict) -> dict:
+def _read_local_polars(paths: dict, cache: ReadCache | None = None) -> dict:
     """{key: polars frame} of local parquet files, read by polars' own reader for all of them at once (its thread
     pool; measured about 3x faster on 40 weekly files than opening each through fsspec). The same frames
-    ``pl.read_parquet`` gives each file (tested)."""
+    ``pl.read_parquet`` gives each file (tested). Files kept in ``cache`` (read earlier in the run, unchanged
+    since) are not read again."""
     if len(paths) < 2:
         return {}
-    keys = list(paths)
+    files = {k: os.fspath(p.with_name(p.name + PARQUET)) for k, p in paths.items()}
+    out, stamps = {}, {}
+    for k, f in files.items():
+        kept, stamps[k] = cache.get(f, "polars") if cache is not None else (_MISSING, None)
+        if kept is not _MISSING:
+            out[k] = kept
+    todo = [k for k in files if k not in out]
     try:
-        frames = pl.collect_all([pl.scan_parquet(os.fspath(paths[k].with_name(paths[k].name + PARQUET)), glob=False)
-                                 for k in keys])
+        frames = pl.collect_all([pl.scan_parquet(files[k], glob=False) for k in todo]) if todo else []
     except Exception:  # noqa: BLE001 - a file gone or unreadable since the listing: read one by one (said there)
         return {}
-    return dict(zip(keys, frames))
+    for k, frame in zip(todo, frames):
+        out[k] = cache.put(files[k], "polars", stamps[k], frame) if cache is not None else frame
+    return {k: out[k] for k in files}
 
 
 def tables_to_pandas(values: dict) -> dict:
@@ -384,6 +510,9 @@ class RiskmlIOManager(dg.ConfigurableIOManagerFactory):
                                            json_schema_extra=_SECRET)
     azure_connection_string: Optional[str] = Field(
         None, description="Connection string: dg.EnvVar('AZURE_STORAGE_CONNECTION_STRING').", json_schema_extra=_SECRET)
+    read_cache_mb: int = Field(READ_CACHE_MB, ge=0, description=(
+        "Parquet values read in a run are kept (up to this many MiB) for the next step of the same run that reads "
+        "the same unchanged file; local folders only; 0 turns it off."))
 
     def storage_options(self) -> dict:
         """The fsspec options for ``base_path`` (secrets included: never log or return this to the UI)."""
@@ -402,4 +531,4 @@ class RiskmlIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context) -> RiskmlUPathIOManager:
         opts = self.storage_options()
         base = UPath(self.base_path, **opts) if storage_protocol(self.base_path) else UPath(self.base_path)
-        return RiskmlUPathIOManager(base_path=base)
+        return RiskmlUPathIOManager(base_path=base, read_cache_mb=self.read_cache_mb)

@@ -237,7 +237,8 @@ def test_a_local_polars_window_is_read_at_once_and_equals_reading_each_week(stor
         assert dg.materialize([weekly], partition_key=f"acme|{w}", instance=instance, resources=resources).success
     at_once = []
     real = io_manager._read_local_polars
-    monkeypatch.setattr(io_manager, "_read_local_polars", lambda paths: at_once.append(len(paths)) or real(paths))
+    monkeypatch.setattr(io_manager, "_read_local_polars",
+                        lambda paths, cache=None: at_once.append(len(paths)) or real(paths, cache))
     res = dg.materialize([weekly, window], selection=[window], partition_key=f"acme|{weeks[-1]}", instance=instance,
                          resources=resources)
     assert res.success

@@ -15,7 +15,7 @@ from ..core import features as F
 from ..core.contract import week_bounds
 from ..partitions import MAX_WINDOW_WEEKS, lookback_mapping, split_key, tenant_week
 from ..resources import RiskmlSettings
-from .common import OWNERS, concat, frame_metadata, md_table
+from .common import OWNERS, frame_metadata, md_table
 
 FEATURE_LOCK = Path(__file__).resolve().parent.parent / "core" / "feature_lock.json"
 
@@ -46,15 +46,25 @@ _window_in_polars = dict(partition_mapping=lookback_mapping,
                          metadata={"allow_missing_partitions": True, "frame_type": "polars"})
 
 
-def history_before(snapshots: "pd.DataFrame", end) -> "pd.DataFrame":
+def history_before(snapshots, end):
+    """The snapshot rows dated before ``end`` (a polars or pandas frame, of the same type)."""
     if not len(snapshots):
         return snapshots
-    return snapshots[pd.to_datetime(snapshots["snapshot_date"]) < pd.Timestamp(end)].reset_index(drop=True)
+    if isinstance(snapshots, pd.DataFrame):
+        return snapshots[pd.to_datetime(snapshots["snapshot_date"]) < pd.Timestamp(end)].reset_index(drop=True)
+    import polars as pl
+
+    date = pl.col("snapshot_date")
+    if snapshots.schema["snapshot_date"] == pl.String:
+        date = date.str.to_datetime(strict=False)
+    return snapshots.filter(date < pd.Timestamp(end).to_pydatetime())
 
 
 @dg.asset(
     partitions_def=tenant_week, group_name="features", kinds={"python"}, owners=OWNERS, code_version="2",
-    tags={"domain": "risk"}, ins={"risk_snapshots": dg.AssetIn(**_window_in)},
+    # read as polars, as training_examples reads it: the extra columns' kinds are decided on the frame the
+    # features are computed from (and the run reads the weeks once: the IO manager's read cache)
+    tags={"domain": "risk"}, ins={"risk_snapshots": dg.AssetIn(**_window_in_polars)},
     check_specs=gate_specs("feature_manifest", ("feature_manifest_parity",)),
     description="Feature versions pinned for this training partition: name -> version + definition hash, "
                 "with the tenant's own parameters (stage order, extra columns) decided from its snapshot "
@@ -65,7 +75,7 @@ def feature_manifest(context: dg.AssetExecutionContext, config: FeatureManifestC
                      riskml: RiskmlSettings, risk_snapshots):
     tenant, week = split_key(context)
     _, end = week_bounds(week)
-    snaps = history_before(concat(risk_snapshots), end)
+    snaps = history_before(F.concat_frames(risk_snapshots), end)
     tenant_cfg = F.parse_tenant_config(riskml.tenant_config(tenant), where=str(riskml.tenant_config_path(tenant)))
     report: dict = {}
     manifest = F.build_manifest(config.versions, tuple(config.exclude), snapshots=snaps if len(snaps) else None,
