@@ -298,3 +298,136 @@ def test_a_lazy_window_is_read_only_when_the_step_asks(store, monkeypatch):
     assert list(lazy) == list(eager) and [k.split("|")[1] for k in lazy] == weeks
     for k in eager:
         pd.testing.assert_frame_equal(lazy[k], eager[k])
+
+
+def test_read_cache_hands_out_own_copies_and_rereads_a_changed_file(tmp_path):
+    """``ReadCache``: a value is kept for the next read of the same unchanged file; each reader gets its own copy
+    (changing it in place changes nothing kept); a rewritten or forgotten file is read again; bounded (least
+    recently used out, a value over a quarter of the bound never kept); 0 bytes keeps nothing."""
+    import os
+
+    import polars as pl
+
+    from riskml_assets.io_manager import _MISSING, ReadCache
+
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "s": ["p", "q", "r"]})
+    frame.to_parquet(a, index=False)
+    frame.to_parquet(b, index=False)
+    cache = ReadCache(2**20)
+    kept, stamp = cache.get(str(a), "pandas")
+    assert kept is _MISSING and stamp is not None and cache.misses == 1
+    first = cache.put(str(a), "pandas", stamp, pd.read_parquet(a))
+    second, _ = cache.get(str(a), "pandas")
+    assert cache.hits == 1 and second is not first
+    pd.testing.assert_frame_equal(second, frame)
+    second.loc[0, "x"] = -1.0  # a step changing its input in place
+    second["s"] = "changed"
+    third, _ = cache.get(str(a), "pandas")
+    pd.testing.assert_frame_equal(third, frame)
+    assert cache.get(str(a), "polars")[0] is _MISSING  # another kind of value is another entry
+
+    pl_frame = pl.read_parquet(b)
+    _, stamp_b = cache.get(str(b), "polars")
+    cache.put(str(b), "polars", stamp_b, pl_frame)
+    got_b, _ = cache.get(str(b), "polars")
+    assert got_b.equals(pl_frame)
+    got_b.insert_column(0, pl.Series("y", [9, 9, 9]))  # polars' in-place API on the reader's clone
+    assert cache.get(str(b), "polars")[0].columns == ["x", "s"]
+
+    frame.assign(x=frame.x * 2).to_parquet(a, index=False)  # rewritten (another size or mtime)
+    os.utime(a, ns=(stamp[0] + 10**9, stamp[0] + 10**9))
+    assert cache.get(str(a), "pandas")[0] is _MISSING
+    _, stamp = cache.get(str(a), "pandas")
+    cache.put(str(a), "pandas", stamp, pd.read_parquet(a))
+    assert cache.get(str(a), "pandas")[0] is not _MISSING
+    cache.forget(str(a))
+    assert cache.get(str(a), "pandas")[0] is _MISSING
+    assert cache.get(str(tmp_path / "gone.parquet"), "pandas") == (_MISSING, None)
+
+    big = pd.DataFrame({"x": range(100_000)}).astype("float64")  # 800 kB
+    small = ReadCache(4 * 10**6)
+    for i in range(6):  # 6 x 0.8 MB > 4 MB: the oldest go first
+        f = tmp_path / f"w{i}.parquet"
+        big.to_parquet(f, index=False)
+        small.put(str(f), "pandas", small.get(str(f), "pandas")[1], big)
+        small.get(str(tmp_path / "w0.parquet"), "pandas")  # w0 stays recently used
+    assert small.nbytes <= 4 * 10**6
+    held = [i for i in range(6) if small.get(str(tmp_path / f"w{i}.parquet"), "pandas")[0] is not _MISSING]
+    assert 0 in held and 5 in held and 1 not in held and len(held) == 4
+    tiny = ReadCache(2 * 10**6)  # 800 kB > a quarter of 2 MB: not kept
+    f = tmp_path / "w0.parquet"
+    tiny.put(str(f), "pandas", tiny.get(str(f), "pandas")[1], big)
+    assert tiny.get(str(f), "pandas")[0] is _MISSING and tiny.nbytes == 0
+    off = ReadCache(0)
+    assert off.get(str(f), "pandas") == (_MISSING, None)
+    assert off.put(str(f), "pandas", (1, 2, 3), big) is big and off.nbytes == 0
+
+
+def test_a_run_reads_a_file_once_for_all_its_steps_and_each_step_gets_its_own_frame(tmp_path, monkeypatch):
+    """Issue 11: in one run, three steps reading the same upstream partition open its file once (the IO manager's
+    read cache); a step that changes its input in place does not change what the next step gets; a window read as
+    polars by two steps is read from disk once. With ``read_cache_mb=0`` every step reads the file."""
+    import polars as pl
+
+    from riskml_assets import io_manager
+    from riskml_assets.partitions import lookback_mapping
+
+    weeks = ["2026-11-02", "2026-11-09", "2026-11-16"]
+
+    @dg.asset(partitions_def=tenant_week, name="upstream")
+    def upstream(context) -> pd.DataFrame:
+        w = context.partition_key.keys_by_dimension["week"]
+        return pd.DataFrame({"x": [1.0, 2.0, 3.0], "week": [w] * 3})
+
+    seen = {}
+
+    def consumer(name: str):
+        @dg.asset(partitions_def=tenant_week, name=name)
+        def _consumer(upstream: pd.DataFrame) -> pd.DataFrame:
+            seen[name] = upstream.copy()
+            upstream["x"] = upstream["x"] * 100  # changes its own input in place
+            return pd.DataFrame({"n": [len(upstream)]})
+        return _consumer
+
+    window_in = dg.AssetIn(partition_mapping=lookback_mapping,
+                           metadata={"allow_missing_partitions": True, "frame_type": "polars"})
+
+    def window_reader(name: str):
+        @dg.asset(partitions_def=tenant_week, name=name, ins={"upstream": window_in})
+        def _reader(upstream) -> pd.DataFrame:
+            seen[name] = pl.concat([upstream[k] for k in sorted(upstream)])
+            return pd.DataFrame({"n": [len(upstream)]})
+        return _reader
+
+    steps = [consumer("first"), consumer("second"), consumer("third"), window_reader("win_a"),
+             window_reader("win_b")]
+    opened, scanned = [], []
+    real_read, real_collect = pd.read_parquet, pl.collect_all
+    monkeypatch.setattr(io_manager.pd, "read_parquet", lambda fh, *a, **k: opened.append(1) or real_read(fh, *a, **k))
+    monkeypatch.setattr(io_manager.pl, "collect_all", lambda qs, *a, **k: scanned.append(len(qs)) or real_collect(qs, *a, **k))
+
+    for mb in (io_manager.READ_CACHE_MB, 0):
+        root = tmp_path / f"cache{mb}"
+        (root / "dagster").mkdir(parents=True)
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+            instance.add_dynamic_partitions("tenant", ["acme"])
+            resources = {"io_manager": RiskmlIOManager(base_path=str(root / "store"), read_cache_mb=mb)}
+            for w in weeks[:-1]:
+                assert dg.materialize([upstream], partition_key=f"acme|{w}", instance=instance,
+                                      resources=resources).success
+            opened.clear(), scanned.clear(), seen.clear()
+            res = dg.materialize([upstream, *steps], partition_key=f"acme|{weeks[-1]}", instance=instance,
+                                 resources=resources)
+            assert res.success
+        want = pd.DataFrame({"x": [1.0, 2.0, 3.0], "week": [weeks[-1]] * 3})
+        for name in ("first", "second", "third"):  # none sees another step's change
+            pd.testing.assert_frame_equal(seen[name], want)
+        for name in ("win_a", "win_b"):
+            assert seen[name]["week"].to_list() == [w for w in weeks for _ in range(3)]
+        if mb:
+            assert len(opened) == 1, opened  # upstream|last week: read once for three steps
+            assert scanned == [len(weeks)], scanned  # the window: every week read by the first reader only
+        else:
+            assert len(opened) == 3, opened
+            assert scanned == [len(weeks), len(weeks)], scanned
