@@ -146,7 +146,12 @@ def _own_copy(value: Any) -> Any:
 def _value_bytes(value: Any) -> int | None:
     """Approximate bytes held by a kept value (None: a type the cache does not keep)."""
     if isinstance(value, pd.DataFrame):
-        return int(value.memory_usage(index=True, deep=False).sum())
+        size = int(value.memory_usage(index=True, deep=False).sum())
+        objects = [c for c, t in value.dtypes.items() if t == object]
+        if objects and len(value):  # the Python objects (strings) behind them, estimated from up to 1,000 rows
+            sample = value.iloc[:: max(len(value) // 1000, 1)][objects]
+            size += int(sample.memory_usage(index=False, deep=True).sum() / len(sample) * len(value))
+        return size
     if isinstance(value, pl.DataFrame):
         return int(value.estimated_size())
     if isinstance(value, pa.Table):

@@ -361,6 +361,11 @@ def test_read_cache_hands_out_own_copies_and_rereads_a_changed_file(tmp_path):
     assert tiny.get(str(f), "pandas")[0] is _MISSING and tiny.nbytes == 0
     off = ReadCache(0)
     assert off.get(str(f), "pandas") == (_MISSING, None)
+    from riskml_assets.io_manager import _value_bytes
+
+    texts = pd.DataFrame({"s": [f"opportunity-{i:06d}" for i in range(50_000)], "x": 1.0})
+    deep = int(texts.memory_usage(deep=True).sum())  # the strings count, not only their pointers
+    assert deep * 0.9 <= _value_bytes(texts) <= deep * 1.3
     assert off.put(str(f), "pandas", (1, 2, 3), big) is big and off.nbytes == 0
 
 
