@@ -144,3 +144,50 @@ def test_p4_scoring_quick():
     out, figs = run_quick("bench_p4_scoring.py", timeout=1800)
     assert_times(figs, ["score_1m", "model_only_1m", "risk_scores_dagster", "risk_scores_bare"])
     assert "registered champion v1" in out
+
+
+# ----------------------------------------------------------------------------------------- compare.py
+def test_compare_flips_the_order_and_reports_the_paired_differences():
+    """``compare.py``: the sides' order flips every round (a steady drift adds as much to each side over two
+    rounds); each figure gets both sides' medians and the median of the per-round differences new - old."""
+    import compare as C
+
+    assert C.order(4) == [["new", "old"], ["old", "new"], ["new", "old"], ["old", "new"]]
+    text = "\n".join(["[P1] time dagster: min 3.000 s, median 3.500 s (n=3)",
+                      "[P1] ratio dagster/bare: min 1.40, median 1.50, paired median 1.45 (goal <= 1.3: NOT met)",
+                      "[P1] value orchestration_s_per_run: 1.2 s"])
+    figs = C.figures(text)
+    assert figs == {"P1 time dagster median": (3.5, "s"), "P1 ratio dagster/bare paired median": (1.45, ""),
+                    "P1 orchestration_s_per_run": (1.2, "s")}
+    runs = {"old": [{"P1 orchestration_s_per_run": (v, "s")} for v in (1.3, 1.1, 1.25, 1.2)],
+            "new": [{"P1 orchestration_s_per_run": (v, "s")} for v in (1.0, 1.2, 1.05, 1.1)]}
+    lines = C.compare(runs)
+    figs = T.parse_output("\n".join(lines))["value"]
+    assert figs["P1 orchestration_s_per_run old"]["value"] == pytest.approx(1.225)
+    assert figs["P1 orchestration_s_per_run new"]["value"] == pytest.approx(1.075)
+    # differences -0.3, +0.1, -0.2, -0.1: median -0.15
+    assert figs["P1 orchestration_s_per_run new-old"]["value"] == pytest.approx(-0.15)
+    assert figs["P1 orchestration_s_per_run new-old"]["unit"] == "s"
+    assert any("new lower in 3 of 4 rounds" in ln for ln in lines)
+    # a figure one run did not print is left out, not compared with a hole
+    runs["old"][2] = {}
+    assert C.compare(runs) == []
+
+
+@pytest.mark.slow
+def test_compare_runs_a_real_benchmark_on_two_checkouts(tmp_path):
+    """A real run: P5 --quick on this checkout against itself, two rounds; every figure of P5 is compared."""
+    res = subprocess.run([sys.executable, str(BENCH / "compare.py"), "--old", str(REPO), "--rounds", "2", "--",
+                          "bench_p5_validate.py", "--quick"], capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert [ln.split(": ", 1)[1] for ln in out.splitlines() if "round" in ln and "done" in ln] == [
+        "round 1: new done", "round 1: old done", "round 2: old done", "round 2: new done"]
+    figs = T.parse_output(out)["value"]
+    for label in ("P5 time validate median", "P5 validate_median_s"):
+        old, new, diff = (figs[f"{label} {s}"]["value"] for s in ("old", "new", "new-old"))
+        assert old > 0 and new > 0 and figs[f"{label} new-old"]["unit"] == "s"
+        assert abs(diff) <= max(old, new)
+    bad = subprocess.run([sys.executable, str(BENCH / "compare.py"), "--old", str(tmp_path), "--",
+                          "bench_p5_validate.py"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert bad.returncode == 2 and "no riskml_assets package there" in bad.stderr
