@@ -124,7 +124,7 @@ class ReadCache:
     def forget(self, file: str) -> None:
         """Drop what is kept of ``file`` (it is being written: the stamp alone may not change when a file is
         rewritten in place with the same size within the clock's granularity)."""
-        if not self.max_bytes:
+        if not self.max_bytes or not file:
             return
         with self._lock:
             for key in [k for k in self._entries if k[0] == file]:
@@ -220,7 +220,7 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
             obj = obj.collect()
         if isinstance(obj, (pd.DataFrame, pl.DataFrame)):
             target = path.with_name(path.name + PARQUET)
-            self._forget(target)
+            self.read_cache.forget(self._cache_key(target))
             with target.open("wb") as fh:
                 if isinstance(obj, pl.DataFrame):
                     obj.write_parquet(fh)
@@ -230,7 +230,7 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         elif isinstance(obj, dict):
             target = path.with_name(path.name + JSON)
             target.write_text(json.dumps(obj, default=_json_default))
-            self._forget(path.with_name(path.name + PARQUET))
+            self.read_cache.forget(self._cache_key(path.with_name(path.name + PARQUET)))
             self._remove(path.with_name(path.name + PARQUET))
         else:
             raise TypeError(
@@ -238,9 +238,9 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
                 f"JSON-able dicts, got {type(obj).__name__}"
             )
 
-    def _forget(self, file: UPath) -> None:
-        if self.read_cache.max_bytes:
-            self.read_cache.forget(os.fspath(file))
+    def _cache_key(self, file: UPath) -> str:
+        """The read cache's name for ``file`` ('' when the cache is off: only local paths have an os.fspath)."""
+        return os.fspath(file) if self.read_cache.max_bytes else ""
 
     @staticmethod
     def _remove(p: UPath) -> None:
@@ -334,7 +334,7 @@ class RiskmlUPathIOManager(dg.UPathIOManager):
         if stored is None or pq.name in stored:
             kind = ("polars" if _wants(context, pl.DataFrame) or _wants_polars_by_metadata(context)
                     else "arrow" if arrow_for_pandas else "pandas")
-            file = os.fspath(pq) if self.read_cache.max_bytes else ""  # the cache is on for local folders only
+            file = self._cache_key(pq)
             kept, stamp = self.read_cache.get(file, kind)
             if kept is not _MISSING:
                 return kept

@@ -33,6 +33,15 @@ lookback_mapping = dg.MultiPartitionMapping(
 )
 
 
+def window_in(*, polars: bool = False, lazy: bool = False) -> dg.AssetIn:
+    """An input reading a ``LOOKBACK_WEEKS`` window of the same tenant (weeks without files skipped, said once by
+    the IO manager); ``polars``: the weeks as polars frames; ``lazy``: a ``LazyWindow`` read only when the step
+    asks (an input it needs only sometimes)."""
+    metadata = {"allow_missing_partitions": True, **({"frame_type": "polars"} if polars else {}),
+                **({"lazy": True} if lazy else {})}
+    return dg.AssetIn(partition_mapping=lookback_mapping, metadata=metadata)
+
+
 def partition_key(tenant: str, week: str) -> str:
     return f"{validate_tenant(tenant)}|{week}"
 

@@ -93,27 +93,24 @@ def test_event_records_of_a_training_run_do_not_grow_with_the_loaded_partitions(
     assert sum(long.values()) < 80
 
 
-def test_history_before_gives_the_same_rows_for_polars_and_pandas_and_a_mixed_window_pins_its_extra_column():
-    """``feature_manifest`` reads its window as polars (issue 11): ``history_before`` keeps the same rows as the
-    pandas version (datetime and text dates, the end excluded), and a window whose extra column holds numbers in
-    one week and text in another is concatenated and decided on (as ``training_examples`` sees it), not refused."""
+
+def test_snapshots_before_and_a_mixed_polars_window_get_the_manifest_the_pandas_window_gave():
+    """``feature_manifest`` reads its window as polars (issue 11) and cuts it with ``F.snapshots_before``, the rule
+    ``build_training_examples`` uses: the same rows from a pandas or polars frame (the end excluded); a window
+    whose extra columns mix numbers and text, or ints and floats, gets the manifest decisions the pandas window
+    (pandas concat and filter, before this change) gave."""
     import pandas as pd
     import polars as pl
 
-    from riskml_assets.assets.features import history_before
     from riskml_assets.core import features as F
 
-    end = pd.Timestamp("2026-11-23")
-    dates = pd.DatetimeIndex([pd.Timestamp(x) for x in ("2026-11-09", "2026-11-16", "2026-11-22 23:59", "2026-11-23",
-                                                         "2026-11-30")])
+    end = "2026-11-23T00:00:00"
+    dates = [pd.Timestamp(x) for x in ("2026-11-09", "2026-11-16", "2026-11-22 23:59", "2026-11-23", "2026-11-30")]
     frame = pd.DataFrame({"opportunity_id": list("abcde"), "snapshot_date": dates})
-    want = history_before(frame, end)
-    assert want["opportunity_id"].tolist() == ["a", "b", "c"]
-    for snaps in (pl.from_pandas(frame),
-                  pl.from_pandas(frame.assign(snapshot_date=dates.strftime("%Y-%m-%d %H:%M:%S")))):
-        got = history_before(snaps, end)
+    for snaps in (frame, pl.from_pandas(frame)):
+        got = F.snapshots_before(snaps, end)
         assert isinstance(got, pl.DataFrame) and got["opportunity_id"].to_list() == ["a", "b", "c"]
-    assert history_before(pl.DataFrame(), end).is_empty()
+    assert F.snapshots_before(pl.DataFrame(), end).is_empty()
 
     n = 60
     week1 = pd.DataFrame({"opportunity_id": [f"o{i}" for i in range(n)], "stage": ["prospecting"] * n,
@@ -124,14 +121,14 @@ def test_history_before_gives_the_same_rows_for_polars_and_pandas_and_a_mixed_wi
                          seats=[float(i % 9) + 0.5 for i in range(n)])
     window = F.concat_frames({"t|2026-11-09": pl.from_pandas(week1), "t|2026-11-16": pl.from_pandas(week2)})
     assert window.height == 2 * n and window.schema["region_score"] == pl.String
+    old = pd.concat([week1, week2], ignore_index=True)
     decided = {}
-    for kind, snaps in (("polars", history_before(window, end)),
-                        ("pandas", history_before(pd.concat([week1, week2], ignore_index=True), end))):
+    for kind, snaps in (("polars", F.snapshots_before(window, end)),
+                        ("pandas", old[old["snapshot_date"] < pd.Timestamp(end)].reset_index(drop=True))):
         report: dict = {}
         manifest = F.build_manifest({}, (), snapshots=snaps, tenant_config=F.parse_tenant_config({}), report=report)
         decided[kind] = {d["column"]: (name, d["kind"], d["levels"]) for name, d in report["extra_features"].items()}
         assert all(name in manifest for name, _, _ in decided[kind].values())
-    # the same decisions as the pandas window gave: text mixed in -> categorical, int and float -> numeric
     assert decided["polars"] == decided["pandas"]
     assert decided["polars"]["region_score"][1:] == ("categorical", 15)
     assert decided["polars"]["seats"][1] == "numeric"

@@ -17,11 +17,10 @@ from ..core import forecast as FC
 from ..core import plots
 from ..core import ranking as RK
 from ..io_manager import _json_default as _json
-from ..partitions import lookback_mapping, split_key, tenant_week
+from ..partitions import split_key, tenant_week, window_in
 from ..resources import MlflowTracking, RiskmlSettings
 from .common import OWNERS, concat, md_table
 
-_window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
 
 
 class FamilyConfig(dg.Config):
@@ -64,8 +63,8 @@ def _ranker_rows(recommendation_interactions, risk_snapshots, activity_events, f
 
 FAMILY_INPUTS: dict[str, tuple[dict, Callable]] = {
     "revenue_forecast": ({"dataset_splits": dg.AssetIn(), "feature_manifest": dg.AssetIn()}, _forecast_rows),
-    "action_ranker": ({"recommendation_interactions": dg.AssetIn(**_window_in),
-                       "risk_snapshots": dg.AssetIn(**_window_in), "activity_events": dg.AssetIn(**_window_in),
+    "action_ranker": ({"recommendation_interactions": window_in(),
+                       "risk_snapshots": window_in(), "activity_events": window_in(),
                        "feature_manifest": dg.AssetIn()}, _ranker_rows),
 }
 

@@ -13,7 +13,7 @@ from pydantic import Field
 from ..checks import checks_after_materialization, gate_results, gate_specs
 from ..core import features as F
 from ..core.contract import week_bounds
-from ..partitions import MAX_WINDOW_WEEKS, lookback_mapping, split_key, tenant_week
+from ..partitions import MAX_WINDOW_WEEKS, split_key, tenant_week, window_in
 from ..resources import RiskmlSettings
 from .common import OWNERS, frame_metadata, md_table
 
@@ -40,31 +40,11 @@ def lock_mismatches(manifest: dict, lock_path: Path = FEATURE_LOCK) -> list[str]
     return out
 
 
-_window_in = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True})
-# read as polars frames: the features are computed in polars, no pandas round trip of the history
-_window_in_polars = dict(partition_mapping=lookback_mapping,
-                         metadata={"allow_missing_partitions": True, "frame_type": "polars"})
-
-
-def history_before(snapshots, end):
-    """The snapshot rows dated before ``end`` (a polars or pandas frame, of the same type)."""
-    if not len(snapshots):
-        return snapshots
-    if isinstance(snapshots, pd.DataFrame):
-        return snapshots[pd.to_datetime(snapshots["snapshot_date"]) < pd.Timestamp(end)].reset_index(drop=True)
-    import polars as pl
-
-    date = pl.col("snapshot_date")
-    if snapshots.schema["snapshot_date"] == pl.String:
-        date = date.str.to_datetime(strict=False)
-    return snapshots.filter(date < pd.Timestamp(end).to_pydatetime())
-
-
 @dg.asset(
     partitions_def=tenant_week, group_name="features", kinds={"python"}, owners=OWNERS, code_version="2",
     # read as polars, as training_examples reads it: the extra columns' kinds are decided on the frame the
     # features are computed from (and the run reads the weeks once: the IO manager's read cache)
-    tags={"domain": "risk"}, ins={"risk_snapshots": dg.AssetIn(**_window_in_polars)},
+    tags={"domain": "risk"}, ins={"risk_snapshots": window_in(polars=True)},
     check_specs=gate_specs("feature_manifest", ("feature_manifest_parity",)),
     description="Feature versions pinned for this training partition: name -> version + definition hash, "
                 "with the tenant's own parameters (stage order, extra columns) decided from its snapshot "
@@ -75,7 +55,7 @@ def feature_manifest(context: dg.AssetExecutionContext, config: FeatureManifestC
                      riskml: RiskmlSettings, risk_snapshots):
     tenant, week = split_key(context)
     _, end = week_bounds(week)
-    snaps = history_before(F.concat_frames(risk_snapshots), end)
+    snaps = F.snapshots_before(F.concat_frames(risk_snapshots), end.isoformat())
     tenant_cfg = F.parse_tenant_config(riskml.tenant_config(tenant), where=str(riskml.tenant_config_path(tenant)))
     report: dict = {}
     manifest = F.build_manifest(config.versions, tuple(config.exclude), snapshots=snaps if len(snaps) else None,
@@ -113,8 +93,9 @@ class TrainingExamplesConfig(dg.Config):
 @dg.asset(
     partitions_def=tenant_week, group_name="features", kinds={"polars", "parquet"}, owners=OWNERS, code_version="1",
     tags={"domain": "risk"},
-    ins={"risk_snapshots": dg.AssetIn(**_window_in_polars), "opportunity_outcomes": dg.AssetIn(**_window_in_polars),
-         "activity_events": dg.AssetIn(**_window_in_polars)},
+    # read as polars frames: the features are computed in polars, no pandas round trip of the history
+    ins={"risk_snapshots": window_in(polars=True), "opportunity_outcomes": window_in(polars=True),
+         "activity_events": window_in(polars=True)},
     check_specs=gate_specs("training_examples", ("training_examples_min_rows", "training_examples_max_null_rate",
                                                  "training_examples_parity")),
     description="Point-in-time features (pinned versions) for every labelled snapshot in the rolling window, "

@@ -16,7 +16,7 @@ from ..core.contract import week_bounds
 from ..core.features import LABEL
 from ..io_manager import window_value
 from ..core.scoring import concat_frames, rows_between, score_with_features
-from ..partitions import lookback_mapping, split_key, tenant_week
+from ..partitions import split_key, tenant_week, window_in
 from ..registry import ModelRegistry, mlflow_model_version_url, mlflow_run_url, register_risk_candidate
 from ..resources import RiskmlSettings
 from .common import OWNERS, Frame, concat, frame_metadata, md_table
@@ -50,20 +50,14 @@ class RegisterConfig(dg.Config):
     seed: int = 0
 
 
-# read as polars frames (no pandas round trip): risk_scores stays in polars until the model needs numpy
-_window_in_polars = dict(partition_mapping=lookback_mapping,
-                         metadata={"allow_missing_partitions": True, "frame_type": "polars"})
-
-
-# read only when the champion pins other feature versions than this run's examples (its features are recomputed
-# from the history then); otherwise the windows are never read (a LazyWindow from the IO manager)
-_window_in_lazy = dict(partition_mapping=lookback_mapping, metadata={"allow_missing_partitions": True, "lazy": True})
 
 
 @dg.asset(
     partitions_def=tenant_week, group_name="registry", kinds={"mlflow"}, owners=OWNERS, code_version="1",
     tags={"domain": "risk", "family": "risk"}, pool=REGISTRY_POOL,
-    ins={"risk_snapshots": dg.AssetIn(**_window_in_lazy), "activity_events": dg.AssetIn(**_window_in_lazy)},
+    # read only when the champion pins other feature versions than this run's examples (its features are
+    # recomputed from the history then); otherwise the windows are never read (a LazyWindow from the IO manager)
+    ins={"risk_snapshots": window_in(lazy=True), "activity_events": window_in(lazy=True)},
     check_specs=gate_specs("registered_models", ("registered_models_promotion",)),
     description="The risk model + calibrator registered in MLflow as riskml.<tenant>.risk (XGBoost JSON, "
                 "checksummed), alias `challenger`; promoted to `champion` only when every gate passed and it is "
@@ -81,7 +75,7 @@ def registered_models(context: dg.AssetExecutionContext, config: RegisterConfig,
     fitted_on = dataset_splits["split"].isin(["train", "validation"])
     trained = dataset_splits.loc[fitted_on, "opportunity_id"].astype(str).unique()
 
-    def history():  # read on demand (see _window_in_lazy)
+    def history():  # read on demand (a lazy window input)
         return concat(window_value(risk_snapshots))
 
     def acts():
@@ -168,7 +162,8 @@ class ScoreConfig(dg.Config):
 @dg.asset(
     partitions_def=tenant_week, group_name="scoring", kinds={"xgboost", "parquet"}, owners=OWNERS, code_version="1",
     tags={"domain": "risk", "family": "risk"}, deps=[registered_models],
-    ins={"risk_snapshots": dg.AssetIn(**_window_in_polars), "activity_events": dg.AssetIn(**_window_in_polars)},
+    # read as polars frames (no pandas round trip): risk_scores stays in polars until the model needs numpy
+    ins={"risk_snapshots": window_in(polars=True), "activity_events": window_in(polars=True)},
     check_specs=gate_specs("risk_scores", ("risk_scores_drift", "risk_scores_drift_warn")),
     description="Calibrated P(lost) for the week's open opportunities from the tenant's champion, computed with "
                 "exactly the champion's pinned feature versions (a mismatch fails loudly); PSI drift vs the "

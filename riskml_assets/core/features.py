@@ -629,6 +629,17 @@ def _ms(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Datetime("ms"))
 
 
+def snapshots_before(snapshots, partition_end) -> pl.DataFrame:
+    """The snapshot rows dated before ``partition_end`` (an ISO string or datetime): the history a partition may
+    look back on, as a polars frame. The one rule for ``feature_manifest`` and ``build_training_examples``."""
+    import datetime as _dt
+
+    s = _to_polars(snapshots)
+    if "snapshot_date" not in s.columns:
+        return s
+    return s.filter(_ms("snapshot_date") < pl.lit(_dt.datetime.fromisoformat(str(partition_end))).cast(pl.Datetime("ms")))
+
+
 def build_base_frame(snapshots, activities=None, *, activity_origin=None) -> pl.DataFrame:
     """Snapshots plus the point-in-time intermediates every feature is computed from.
 
@@ -875,8 +886,7 @@ def build_training_examples(snapshots, outcomes, activities, manifest: Mapping[s
 
     end = pl.lit(_dt.datetime.fromisoformat(str(partition_end))).cast(pl.Datetime("ms"))
     start = pl.lit(_dt.datetime.fromisoformat(str(partition_end)) - _dt.timedelta(weeks=window_weeks)).cast(pl.Datetime("ms"))
-    s = _to_polars(snapshots)
-    s = s.filter(_ms("snapshot_date") < end)
+    s = snapshots_before(snapshots, partition_end)
     base = build_base_frame(s, activities)
     feats, unavailable = extract_features(base, manifest)
     extras = base.select(
