@@ -394,6 +394,94 @@ class Platform:
             self._pg.close()  # stops the PostgreSQL server this platform started (by its PID)
 
 
+class DagsterFloor:
+    """Dagster's own cost for a job's asset graph, on the platform's instance: a no-op copy of the job's assets
+    (the same keys under a ``floor`` prefix, the same partitions, inputs with the same partition mappings and
+    the same blocking checks) whose steps compute nothing, whose checks pass and whose IO manager keeps
+    nothing. Its run pays what every run of the job pays whatever the steps do: run creation with its planned
+    events, step starts and ends, one input event and one data-version lookup per input (windows included),
+    partition mapping, the materializations and check evaluations, on the same patched instance storage. The
+    job's run minus this floor is what the project's own code adds on top (reading and writing the data,
+    metadata, plots); bare + floor is the fastest the job can run on Dagster with this graph."""
+
+    PREFIX = "floor"
+
+    def __init__(self, plat: "Platform", job: str):
+        import dagster as dg
+
+        class NullIO(dg.IOManager):
+            def handle_output(self, context, obj):
+                return None
+
+            def load_input(self, context):
+                return None
+
+        self.plat, self.job, self.dg = plat, job, dg
+        graph = plat.defs.resolve_asset_graph()
+        self.keys = set(plat.defs.resolve_job_def(job).asset_layer.executable_asset_keys)
+        self.parents = {p for k in self.keys for p in graph.get(k).parent_keys} - self.keys
+        self.shape: dict[str, dict] = {}  # per asset: its inputs (parent -> mapping type) and checks, for the test
+        assets = []
+        for key in sorted(self.keys | self.parents, key=lambda k: k.to_user_string()):
+            node = graph.get(key)
+            ins = {p: graph.get_partition_mapping(key, p) for p in node.parent_keys} if key in self.keys else {}
+            checks = sorted(c.name for c in node.assets_def.check_specs if c.asset_key == key) if key in self.keys else []
+            blocking = {c.name: c.blocking for c in node.assets_def.check_specs if c.asset_key == key}
+            self.shape[key.to_user_string()] = {"inputs": {p.to_user_string(): type(m).__name__ for p, m in ins.items()},
+                                                "checks": checks}
+            specs = [dg.AssetCheckSpec(n, asset=self._key(key), blocking=blocking[n]) for n in checks]
+            assets.append(dg.asset(key=self._key(key), partitions_def=node.partitions_def, check_specs=specs or None,
+                                   ins={"_".join(p.path): dg.AssetIn(key=self._key(p), partition_mapping=m)
+                                        for p, m in ins.items()})(self._noop(checks)))
+        jobs = [dg.define_asset_job(f"{self.PREFIX}_{job}", selection=[self._key(k) for k in self.keys])]
+        if self.parents:
+            jobs.append(dg.define_asset_job(f"{self.PREFIX}_upstream_{job}", selection=[self._key(k) for k in self.parents]))
+        self.defs = dg.Definitions(assets=assets, jobs=jobs, resources={"io_manager": NullIO()})
+
+    def _key(self, key):
+        return self.dg.AssetKey([self.PREFIX, *key.path])
+
+    def _noop(self, checks: list[str]):
+        dg = self.dg
+
+        def compute(context, **_inputs):
+            return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=n, passed=True) for n in checks])
+
+        return compute
+
+    def _execute(self, job: str, tenant: str, week: str):
+        self.plat.add_tenant(tenant)
+        res = self.defs.resolve_job_def(job).execute_in_process(
+            partition_key=f"{tenant}|{week}", instance=self.plat.instance, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        if not res.success:
+            raise RuntimeError(f"{job} {tenant}|{week} failed")
+        return res
+
+    def prepare(self, tenant: str, weeks: list[str]) -> None:
+        """Materialize the no-op copies of the job's upstream assets for the weeks (one run each), so the floor's
+        input data versions look up as many partitions as the job's."""
+        if self.parents:
+            for w in weeks:
+                self._execute(f"{self.PREFIX}_upstream_{self.job}", tenant, w)
+
+    def run(self, tenant: str, week: str):
+        return self._execute(f"{self.PREFIX}_{self.job}", tenant, week)
+
+
+def report_floor(tag: str, times: Mapping[str, list[float]], goal: float, job: str = "dagster",
+                 floor: str = "dagster_floor", bare: str = "bare") -> None:
+    """The floor's figures: its seconds, the lowest ratio this graph can reach on Dagster (1 + floor/bare, the
+    medians), the project's own cost on top of the floor (job - floor, median of the back-to-back pairs) and
+    the seconds the goal leaves for that cost ((goal - 1) x bare - floor; negative: unreachable with this
+    graph)."""
+    f, b = statistics.median(times[floor]), statistics.median(times[bare])
+    report_value(tag, "floor_s_per_run", f, "s")
+    report_value(tag, "lowest_reachable_ratio", 1 + f / b, "", ("<=", goal))
+    report_value(tag, "project_s_over_floor", paired_difference(times, job, floor), "s")
+    report_value(tag, "goal_s_left_over_floor", (goal - 1) * b - f, "s")
+
+
 # ----------------------------------------------------------------------------------------- a small model
 PARTITION_END = "2026-11-23"  # the Monday after the simulator's default last week (week 2026-11-16)
 LATEST_WEEK = "2026-11-16"

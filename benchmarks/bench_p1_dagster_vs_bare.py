@@ -22,8 +22,13 @@ temp DAGSTER_HOME, with the project's ``definitions.defs`` and its resources (pa
   summary, baselines with bootstrap intervals, markdown attached to the version), where the checked-out code
   has them (printed; an older ``--code-root`` without them is timed without them).
 
+* ``dagster_floor``: the same asset graph with no-op steps, passing checks and an IO manager that keeps nothing
+  (``_timing.DagsterFloor``), on the same instance: what Dagster itself costs for this graph.
+
 Also prints the number of event records of the Dagster run and the orchestration's own seconds (the run minus the
-bare calls, median of the back-to-back pairs). Goal (issue 11): Dagster ÷ bare <= 1.3.
+bare calls, median of the back-to-back pairs), and the floor's figures: the lowest ratio this graph can reach
+(1 + floor ÷ bare), the project's own seconds on top of the floor, and the seconds the goal leaves for them.
+Goal (issue 11): Dagster ÷ bare <= 1.3.
 """
 from __future__ import annotations
 
@@ -262,7 +267,11 @@ def main(argv=None) -> int:
         def bare_side():
             info.update(bare())
 
-        times = T.interleave({"dagster": dagster, "bare": bare_side}, args.repeat)
+        floor = T.DagsterFloor(plat, "train_job")
+        floor.prepare(tenant, all_weeks)
+        floor_ids = []
+        times = T.interleave({"dagster": dagster, "bare": bare_side,
+                              "dagster_floor": lambda: floor_ids.append(floor.run(tenant, week).run_id)}, args.repeat)
         T.note(TAG, f"{info.get('rows')} labelled examples; bare registered version {info.get('version')} "
                     f"(test AUC {info.get('auc')}); Dagster run materialized {runs[-1][1]} assets")
         T.note(TAG, f"bare, last run: {info.get('laps')}")
@@ -273,6 +282,8 @@ def main(argv=None) -> int:
         # back-to-back pairs); the ratio above falls as the compute gets slower and rises as it gets faster
         T.report_value(TAG, "orchestration_s_per_run", T.paired_difference(times, "dagster", "bare"), "s")
         T.report_value(TAG, "event_records_per_run", plat.event_records(runs[-1][0]))
+        T.report_floor(TAG, times, 1.3)
+        T.report_value(TAG, "floor_event_records_per_run", plat.event_records(floor_ids[-1]))
     finally:
         if plat:
             plat.close()

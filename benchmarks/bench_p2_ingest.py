@@ -14,6 +14,10 @@ Set-up (untimed): a simulated tenant written as contract files into a temp data 
   ``riskml ingest-history`` launch) ÷ the bare validation of every week; and the same run with Dagster's own
   SQLite storage methods (``riskml_assets.instance_storage`` uninstalled) ÷ with riskml's kept connections.
 
+The one-week comparison also runs ``dagster_floor``: the job's asset graph with no-op steps, passing checks and
+an IO manager that keeps nothing (``_timing.DagsterFloor``), on the same instance: what Dagster itself costs
+for this graph, and with it the lowest ratio the graph can reach (1 + floor ÷ bare).
+
 Bare side: for every kind the job ingests, ``core.ingest.files_for_week`` + ``core.ingest.ingest_week`` on the
 same files (validation and quarantine routing; no storage). Goal (issue 11): Dagster ÷ bare <= 2.
 """
@@ -76,11 +80,16 @@ def main(argv=None) -> int:
 
         rows = bare()
         T.note(TAG, f"tenant-week {tenant}|{week}: {rows} valid rows over {len(KINDS)} kinds")
-        times = T.interleave({"dagster": dagster, "bare": bare}, args.repeat)
+        floor = T.DagsterFloor(plat, "ingest_job")
+        floor_ids = []
+        times = T.interleave({"dagster": dagster, "bare": bare,
+                              "dagster_floor": lambda: floor_ids.append(floor.run(tenant, week).run_id)}, args.repeat)
         T.report_times(TAG, times)
         T.report_ratio(TAG, times, "dagster", "bare", ("<=", 2.0))
         T.report_value(TAG, "orchestration_s_per_run", T.paired_difference(times, "dagster", "bare"), "s")
         T.report_value(TAG, "event_records_per_run", plat.event_records(run_ids[-1]))
+        T.report_floor(TAG, times, 2.0)
+        T.report_value(TAG, "floor_event_records_per_run", plat.event_records(floor_ids[-1]))
 
         # history: every week of the tenant in one run
         history_ids = []

@@ -72,6 +72,61 @@ def test_p3_parity_check_catches_a_wrong_value():
         P3.assert_same({"floor": floor, "pandas": bad}, features)
 
 
+# ----------------------------------------------------------------------------------------- Dagster's floor
+def test_the_dagster_floor_has_the_jobs_graph_and_runs_it_with_no_op_steps(tmp_path, monkeypatch):
+    """The floor's graph is the job's: the same assets (under the prefix), partitions, inputs with equal
+    partition mappings and blocking checks; its run on a real instance materializes every asset with every
+    check passed, and its IO manager writes nothing."""
+    for k in ("DAGSTER_HOME", "RISKML_DATA_DIR", "MLFLOW_TRACKING_URI"):  # Platform sets them: restored after
+        monkeypatch.setenv(k, "unset")
+    plat = T.Platform(tmp_path)
+    try:
+        graph = plat.defs.resolve_asset_graph()
+        for job in ("train_job", "ingest_job"):
+            floor = T.DagsterFloor(plat, job)
+            fgraph = floor.defs.resolve_asset_graph()
+            keys = plat.defs.resolve_job_def(job).asset_layer.executable_asset_keys
+            fkeys = floor.defs.resolve_job_def(f"floor_{job}").asset_layer.executable_asset_keys
+            assert fkeys == {floor._key(k) for k in keys} and len(keys) >= 3
+            n_checks = 0
+            for k in keys:
+                real, copy = graph.get(k), fgraph.get(floor._key(k))
+                assert copy.partitions_def == real.partitions_def
+                assert copy.parent_keys == {floor._key(p) for p in real.parent_keys}
+                for p in real.parent_keys:
+                    assert fgraph.get_partition_mapping(floor._key(k), floor._key(p)) == graph.get_partition_mapping(k, p)
+                checks = {(c.name, c.blocking) for c in real.assets_def.check_specs if c.asset_key == k}
+                assert {(c.name, c.blocking) for c in copy.assets_def.check_specs} == checks
+                n_checks += len(checks)
+            assert n_checks > 0
+        floor = T.DagsterFloor(plat, "train_job")
+        assert {p.to_user_string() for p in floor.parents} == {"risk_snapshots", "opportunity_outcomes", "activity_events"}
+        floor.prepare("floortenant", ["2026-11-09", "2026-11-16"])
+        res = floor.run("floortenant", "2026-11-16")
+        mats = {e.asset_key for e in res.get_asset_materialization_events()}
+        assert mats == {floor._key(k) for k in floor.keys}
+        evals = [e.event_specific_data for e in res.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert len(evals) == sum(len(v["checks"]) for v in floor.shape.values()) > 0
+        assert all(ev.passed for ev in evals)
+        assert not any(plat.data.rglob("*.parquet"))  # the floor's IO manager keeps nothing
+    finally:
+        plat.close()
+
+
+def test_report_floor_prints_the_lowest_reachable_ratio_and_the_seconds_left(capsys):
+    times = {"dagster": [3.0, 4.0, 3.5], "bare": [2.0, 3.0, 2.5], "dagster_floor": [0.5, 0.9, 0.7]}
+    T.report_floor("X", times, 1.3)
+    v = T.parse_output(capsys.readouterr().out)["value"]
+    assert v["floor_s_per_run"]["value"] == pytest.approx(0.7)
+    assert v["lowest_reachable_ratio"]["value"] == pytest.approx(1 + 0.7 / 2.5, abs=1e-3)
+    assert v["lowest_reachable_ratio"]["met"] == "met"
+    assert v["project_s_over_floor"]["value"] == pytest.approx(2.8)  # median of 2.5, 3.1, 2.8
+    assert v["goal_s_left_over_floor"]["value"] == pytest.approx(0.3 * 2.5 - 0.7)
+    T.report_floor("X", {**times, "dagster_floor": [1.0, 1.2, 1.1]}, 1.3)
+    v = T.parse_output(capsys.readouterr().out)["value"]
+    assert v["lowest_reachable_ratio"]["met"] == "NOT met" and v["goal_s_left_over_floor"]["value"] < 0
+
+
 # ----------------------------------------------------------------------------------------- the scripts, --quick
 def test_p3_features_quick():
     out, figs = run_quick("bench_p3_features.py")
@@ -105,6 +160,7 @@ def test_p2_ingest_quick():
     # the history run stores each week's materializations and gate results: more records than one week's run
     assert figs["value"]["event_records_per_history_run"]["value"] > figs["value"]["event_records_per_run"]["value"] > 0
     assert "Dagster instance: sqlite" in out
+    _assert_floor(figs)
 
 
 @pytest.mark.services
@@ -115,6 +171,17 @@ def test_p2_ingest_quick_on_postgres():
     assert "Dagster instance: postgres" in out
     assert_times(figs, ["dagster", "bare", "dagster_history", "bare_history"])
     assert figs["value"]["event_records_per_history_run"]["value"] > figs["value"]["event_records_per_run"]["value"] > 0
+
+
+def _assert_floor(figs: dict) -> None:
+    """The floor's figures follow from its printed times; its run has the job's steps, inputs and checks but
+    none of the project's log records, so it stores fewer records than the job's run, and not far fewer."""
+    t, v = figs["time"], figs["value"]
+    assert v["floor_s_per_run"]["value"] == pytest.approx(t["dagster_floor"]["median"], abs=1e-3)
+    assert v["lowest_reachable_ratio"]["value"] == pytest.approx(
+        1 + t["dagster_floor"]["median"] / t["bare"]["median"], rel=0.01)
+    job, floor = v["event_records_per_run"]["value"], v["floor_event_records_per_run"]["value"]
+    assert 0.6 * job <= floor <= job
 
 
 def _paired_difference(out: str) -> float:
@@ -134,6 +201,7 @@ def test_p1_dagster_vs_bare_quick():
     assert_times(figs, ["dagster", "bare"])
     assert figs["value"]["event_records_per_run"]["value"] > 0
     assert "bare registered version 1" in out
+    _assert_floor(figs)
     # the orchestration's seconds: the median of the back-to-back differences of the printed runs
     assert figs["value"]["orchestration_s_per_run"]["unit"] == "s"
     assert figs["value"]["orchestration_s_per_run"]["value"] == pytest.approx(_paired_difference(out), abs=0.011)
