@@ -95,8 +95,8 @@ def test_the_dagster_floor_has_the_jobs_graph_and_runs_it_with_no_op_steps(tmp_p
                 assert copy.parent_keys == {floor._key(p) for p in real.parent_keys}
                 for p in real.parent_keys:
                     assert fgraph.get_partition_mapping(floor._key(k), floor._key(p)) == graph.get_partition_mapping(k, p)
-                checks = {(c.name, c.blocking) for c in real.assets_def.check_specs if c.asset_key == k}
-                assert {(c.name, c.blocking) for c in copy.assets_def.check_specs} == checks
+                checks = {(c.name, c.blocking, c.partitions_def) for c in real.assets_def.check_specs if c.asset_key == k}
+                assert {(c.name, c.blocking, c.partitions_def) for c in copy.assets_def.check_specs} == checks
                 n_checks += len(checks)
             assert n_checks > 0
         floor = T.DagsterFloor(plat, "train_job")

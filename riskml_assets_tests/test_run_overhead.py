@@ -442,3 +442,62 @@ def test_present_dynamic_partitions_are_remembered_briefly(tmp_path, monkeypatch
     storage.has_dynamic_partition("tenant", "acme"), storage.has_dynamic_partition("tenant", "acme")
     assert asked == ["acme", "acme"]
     storage.dispose()
+
+
+def test_window_offsets_are_remembered_and_equal_dagsters_own():
+    """partitions.remember_window_offsets: the same datetime as Dagster's own walk through the schedule, for
+    weekly, daily (a DST zone) and hourly definitions, backwards and forwards; equal instants in two zones keep
+    their own zone; a repeated window is computed once; the lookback mapping gives the same 78 weeks."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from dagster._core.definitions.partitions.mapping import time_window as tw
+
+    from riskml_assets import partitions as P
+
+    remembered = tw._offsetted_datetime
+    assert remembered.riskml_remembered
+    stock = remembered.__wrapped__
+    P.remember_window_offsets()  # idempotent: not wrapped twice
+    assert tw._offsetted_datetime is remembered
+
+    ny = ZoneInfo("America/New_York")
+    cases = [
+        (P.week_partitions, dt.datetime(2026, 11, 16, tzinfo=dt.timezone.utc), (-77, -1, 0, 3)),
+        (dg.DailyPartitionsDefinition("2020-01-01", timezone="America/New_York"),
+         dt.datetime(2026, 3, 9, tzinfo=ny), (-3, -1, 2, 300)),  # across the March and November DST changes
+        (dg.HourlyPartitionsDefinition("2020-01-01-00:00", timezone="America/New_York"),
+         dt.datetime(2026, 11, 1, 3, tzinfo=ny), (-5, 4)),
+        (dg.WeeklyPartitionsDefinition("2020-01-06", day_offset=1, timezone="Europe/Berlin"),
+         dt.datetime(2026, 4, 6, tzinfo=ZoneInfo("Europe/Berlin")), (-30, 30)),
+    ]
+    for pdef, start, offsets in cases:
+        for off in offsets:
+            got, want = remembered(pdef, start, off), stock(pdef, start, off)
+            assert got == want and repr(got.tzinfo) == repr(want.tzinfo), (pdef, start, off, got, want)
+            assert remembered(pdef, start, off) == want  # a hit gives the same
+    utc = dt.datetime(2026, 11, 16, tzinfo=dt.timezone.utc)
+    same_instant = utc.astimezone(ZoneInfo("Asia/Tokyo"))
+    remembered(P.week_partitions, utc, 0)  # kept for the UTC datetime; offset 0 gives the datetime back
+    assert repr(remembered(P.week_partitions, same_instant, 0).tzinfo) == repr(same_instant.tzinfo)
+
+    calls = []
+
+    def counting(pdef, d, off):
+        calls.append(off)
+        return stock(pdef, d, off)
+
+    tw._offsetted_datetime = counting
+    try:
+        P.remember_window_offsets()
+        for _ in range(3):
+            tw._offsetted_datetime(P.week_partitions, dt.datetime(2025, 1, 6, tzinfo=dt.timezone.utc), -77)
+        assert calls == [-77]  # computed once
+        inst = dg.DagsterInstance.ephemeral()
+        inst.add_dynamic_partitions("tenant", ["acme"])
+        sub = P.tenant_week.empty_subset().with_partition_keys(["acme|2026-11-16"])
+        keys = sorted(P.lookback_mapping.get_upstream_mapped_partitions_result_for_partitions(
+            sub, P.tenant_week, P.tenant_week, dynamic_partitions_store=inst).partitions_subset.get_partition_keys())
+    finally:
+        tw._offsetted_datetime = remembered
+    assert len(keys) == P.LOOKBACK_WEEKS and keys[0] == "acme|2025-05-26" and keys[-1] == "acme|2026-11-16"
