@@ -28,9 +28,22 @@ its own config; defaulting to ``$DAGSTER_HOME`` read and wrote the wrong event l
 from another folder. Patched here, Dagster keeps choosing the folder. Dagster is pinned (1.13.27); the tests
 check the patched methods against the stock ones on real runs.
 
+**PostgreSQL** (``deploy/dagster.yaml``, dagster-postgres): its storages build one engine each, but with ``NullPool``
+in every process but the webserver (``optimize_for_webserver``), so every statement opens a new server connection:
+a TCP (in production TLS) handshake, authentication (with Entra ID a token) and a server process, ~15 ms even on
+127.0.0.1. A training run opened ~600 of them (P1 on a local server: 16 s, 8.9 s of it for Dagster's no-op floor).
+``install()`` gives each PostgreSQL storage of this process one kept engine with the same URL, token provider and
+``AUTOCOMMIT``: one pooled connection kept open between statements (extra ones for threads, closed on return),
+checked with a ping before each use (``pool_pre_ping``: a connection the server, a proxy or a load balancer
+dropped while idle is replaced, not failed on) and renewed after ``PG_POOL_RECYCLE_SECONDS``. A storage the
+webserver already pools keeps its own engine. Present tables are remembered (Dagster asked inside an open
+transaction, which took a second connection for every asset event) and present dynamic partitions briefly, as for
+SQLite. A forked child forgets the parent's engines (psycopg2 does not end a session that another process opened
+when it frees the connection, so the parent's stay open: tested).
+
 Installed when the code location loads (``riskml_assets.definitions``: run workers, the code server, tests) and
-by the ``riskml`` CLI before it opens the instance. PostgreSQL (``deploy/dagster.yaml``) pools its connections
-already and is not affected.
+by the ``riskml`` CLI before it opens the instance: at once for storage modules already imported (a run worker
+opens its instance before it loads the code), else as soon as Dagster imports them.
 """
 from __future__ import annotations
 
@@ -45,6 +58,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 SQLITE_EVENT_LOG = "dagster._core.storage.event_log.sqlite.sqlite_event_log"
+POSTGRES = "dagster_postgres"
+PG_POOL_RECYCLE_SECONDS = 1800  # a kept PostgreSQL connection is renewed after this (also renews an Entra ID login)
 
 WAL_SYNCHRONOUS = "NORMAL"  # on kept connections to write-ahead-log files (the event log shards); see _on_connect
 
@@ -220,13 +235,54 @@ def _has_table(self, table_name: str) -> bool:
     return found
 
 
+def pg_engine_for(storage):
+    """The kept engine of a PostgreSQL storage (see the module's docstring); the storage's own engine when it is
+    pooled already (the webserver's)."""
+    from sqlalchemy.pool import NullPool
+
+    if not isinstance(storage._engine.pool, NullPool):
+        return storage._engine
+    engine = storage.__dict__.get("_riskml_pg_engine")
+    if engine is None:
+        from dagster_postgres.utils import create_pg_engine
+
+        with _LOCK:
+            engine = storage.__dict__.get("_riskml_pg_engine")
+            if engine is None:
+                engine = create_pg_engine(storage._engine.url, getattr(storage, "_token_provider", None),
+                                          isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=-1,
+                                          pool_pre_ping=True, pool_recycle=PG_POOL_RECYCLE_SECONDS)
+                storage.__dict__["_riskml_pg_engine"] = engine
+                _OWNERS.add(storage)
+    return engine
+
+
+def _pg_connect(self, *_run_id):  # PostgresEventLogStorage._connect, Postgres{Run,Schedule}Storage.connect
+    from dagster_postgres.utils import create_pg_connection
+
+    return create_pg_connection(pg_engine_for(self))
+
+
+def _pg_has_table(self, table_name: str) -> bool:
+    """PostgresEventLogStorage.has_table with the memory of present tables: Dagster asks it inside an open
+    transaction (before storing each asset event's tags), so each question took a second connection."""
+    tables = self.__dict__.setdefault("_riskml_tables", set())
+    if table_name in tables:
+        return True
+    found = _stock(type(self), "has_table")(self, table_name)
+    if found:
+        tables.add(table_name)
+    return found
+
+
 def _drop_engines(storage, close: bool = True) -> None:
     """Dispose of ``storage``'s kept engines (``close=False`` in a forked child: the connections are the parent's,
     and must not be closed or used there)."""
     storage.__dict__.pop("_riskml_tables", None)
     storage.__dict__.pop("_riskml_partitions", None)
-    engines = storage.__dict__.pop("_riskml_engines", None) or {}
-    for engine in engines.values():
+    engines = list((storage.__dict__.pop("_riskml_engines", None) or {}).values())
+    engines += [e for e in [storage.__dict__.pop("_riskml_pg_engine", None)] if e is not None]
+    for engine in engines:
         engine.dispose(close=close)
 
 
@@ -258,6 +314,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def _patches() -> list[tuple[type, dict]]:
+    """The patched methods of each storage class: SQLite's (imported here if need be), and PostgreSQL's only where
+    dagster-postgres is imported already (in use: installing does not import it)."""
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
     from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
     from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
@@ -266,14 +324,22 @@ def _patches() -> list[tuple[type, dict]]:
                                     "has_dynamic_partition": _has_dynamic_partition,
                                     "delete_dynamic_partition": _delete_dynamic_partition})]
     out += [(cls, {"connect": _connect_single}) for cls in (SqliteRunStorage, SqliteScheduleStorage)]
+    if POSTGRES in sys.modules:
+        from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+        out += [(PostgresEventLogStorage, {"_connect": _pg_connect, "has_table": _pg_has_table,
+                                           "has_dynamic_partition": _has_dynamic_partition,
+                                           "delete_dynamic_partition": _delete_dynamic_partition})]
+        out += [(cls, {"connect": _pg_connect}) for cls in (PostgresRunStorage, PostgresScheduleStorage)]
     return [(cls, {**methods, "wipe": _wipe, "dispose": _dispose}) for cls, methods in out]
 
 
 def install() -> None:
-    """Keep engines in every SQLite instance storage of this process (idempotent)."""
-    if _STOCK:
-        return
+    """Keep engines in every SQLite and PostgreSQL instance storage of this process (idempotent; a storage module
+    imported later is patched by a later call: ``install_when_imported``)."""
     for cls, methods in _patches():
+        if any(klass is cls for klass, _ in _STOCK):
+            continue
         for name, patched in methods.items():
             # the class's own method, or (``dispose`` of the run storage) the one it inherits
             own = name in cls.__dict__
@@ -299,14 +365,22 @@ def installed() -> bool:
 
 
 class _InstallOnImport(importlib.abc.MetaPathFinder):
-    """Runs ``install()`` right after Dagster's SQLite storage modules are imported (when an instance is opened),
-    so loading the code location does not import SQLAlchemy for it."""
+    """Runs ``install()`` right after a storage module (Dagster's SQLite event log, dagster-postgres) is imported
+    (when an instance is opened), so loading the code location does not import SQLAlchemy for it."""
+
+    def __init__(self, names):
+        self.names = set(names)
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != SQLITE_EVENT_LOG:
+        if fullname not in self.names:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        self.names.discard(fullname)
+        sys.meta_path.remove(self)  # the module's own spec, found without this finder
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            if self.names:
+                sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
         run = spec.loader.exec_module
@@ -320,8 +394,10 @@ class _InstallOnImport(importlib.abc.MetaPathFinder):
 
 
 def install_when_imported() -> None:
-    """``install()`` now if Dagster's SQLite event log is loaded, else as soon as it is."""
+    """``install()`` now if Dagster's SQLite event log is loaded (an instance is open), else as soon as it is; and
+    for dagster-postgres, now or as soon as it is imported."""
     if SQLITE_EVENT_LOG in sys.modules:
         install()
-    elif not any(isinstance(f, _InstallOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _InstallOnImport())
+    waiting = [m for m in (SQLITE_EVENT_LOG, POSTGRES) if m not in sys.modules]
+    if waiting and not any(isinstance(f, _InstallOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstallOnImport(waiting))

@@ -297,3 +297,117 @@ def test_step_logs_land_in_blob_storage(prod):
         assert (data.stderr or b"") == container.download_blob(base + ".err").readall()
     finally:
         inst.dispose()
+
+
+def test_postgres_storages_keep_one_checked_connection_and_a_forked_child_opens_its_own(postgres, tmp_path):
+    """instance_storage on dagster-postgres: runs on a PostgreSQL instance open a handful of server connections
+    instead of one per statement (Dagster's own methods, compared in the same test), give the same records, survive
+    the server dropping the kept connection (checked before use), and a forked child does not use its parent's."""
+    import os
+
+    import sqlalchemy
+    from sqlalchemy import event
+
+    from riskml_assets import instance_storage as S
+
+    url = psycopg2_url(postgres["createdb"](f"dagster_{uuid.uuid4().hex[:8]}"))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_url": url}},
+                                                       "telemetry": {"enabled": False}}))
+    parts = dg.StaticPartitionsDefinition(["a", "b", "c"])
+
+    @dg.asset(partitions_def=parts, io_manager_key="mem",
+              check_specs=[dg.AssetCheckSpec("positive", asset="pg_kept", blocking=True)])
+    def pg_kept(context):
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="positive", passed=True)
+
+    new_connections = []
+    listener = lambda *_: new_connections.append(1)  # noqa: E731  every new DBAPI connection of any engine
+    event.listen(sqlalchemy.engine.Engine, "connect", listener)
+
+    def runs(instance) -> int:
+        new_connections.clear()
+        for key in ("a", "b", "c"):
+            assert dg.materialize([pg_kept], instance=instance, partition_key=key,
+                                  resources={"mem": dg.InMemoryIOManager()}).success
+        return len(new_connections)
+
+    try:
+        S.install_when_imported()  # as the code location does; the instance opened after it imports dagster-postgres
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.event_log_storage)._connect is S._pg_connect
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            runs(instance)  # the kept engines and the tables exist from here on
+            kept = runs(instance)
+            S.uninstall()
+            try:
+                stock = runs(instance)
+            finally:
+                S.install()
+            assert kept == 0 and stock >= 100, (kept, stock)
+            records = instance.fetch_materializations(dg.AssetKey("pg_kept"), limit=100).records
+            assert len(records) == 9 and {r.partition_key for r in records} == {"a", "b", "c"}
+
+            # the server drops the kept connections (a restart, a proxy's idle timeout): checked before use, replaced
+            admin = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            with admin.connect() as conn:
+                ended = conn.execute(sqlalchemy.text(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                    "where datname = current_database() and pid <> pg_backend_pid()")).scalar()
+            admin.dispose()
+            assert ended >= 1
+            assert runs(instance) >= 1  # new connections replaced the dropped ones, and the runs succeeded
+
+            assert runs(instance) == 0  # the new ones are kept in turn
+            storage = instance.event_log_storage
+            parent_engine = storage._riskml_pg_engine
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child
+                code = 1
+                try:
+                    os.close(read)
+                    forgot = "_riskml_pg_engine" not in storage.__dict__
+                    ok = dg.materialize([pg_kept], instance=instance, partition_key="a",
+                                        resources={"mem": dg.InMemoryIOManager()}).success
+                    fresh = storage._riskml_pg_engine is not parent_engine
+                    os.write(write, f"{forgot} {ok} {fresh}".encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write)
+            _, status = os.waitpid(pid, 0)
+            answer = os.read(read, 100).decode()
+            os.close(read)
+            assert os.waitstatus_to_exitcode(status) == 0 and answer == "True True True", answer
+            assert storage._riskml_pg_engine is parent_engine
+            assert runs(instance) == 0  # the parent's kept connections still work after the child's exit
+            assert len(instance.fetch_materializations(dg.AssetKey("pg_kept"), limit=100).records) == 6 * 3 + 1
+    finally:
+        event.remove(sqlalchemy.engine.Engine, "connect", listener)
+
+
+@pytest.mark.parametrize("order", ["code location first", "instance first"])
+def test_postgres_storages_are_patched_whichever_loads_first(postgres, tmp_path, order):
+    """A code server loads the code location, then opens the instance; a run worker opens its instance, then loads
+    the code location: in both, the instance's PostgreSQL storages use the kept engines."""
+    import subprocess
+    import sys
+
+    url = psycopg2_url(postgres["createdb"](f"dagster_{uuid.uuid4().hex[:8]}"))
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_url": url}},
+                                                           "telemetry": {"enabled": False}}))
+    steps = {"code": "import riskml_assets.definitions", "instance": f"i = dg.DagsterInstance.from_config({str(tmp_path)!r})"}
+    first, second = ("code", "instance") if order == "code location first" else ("instance", "code")
+    code = "\n".join(["import dagster as dg", steps[first], steps[second],
+                      "from riskml_assets import instance_storage as S",
+                      "assert type(i.event_log_storage)._connect is S._pg_connect",
+                      "assert type(i.run_storage).connect is S._pg_connect",
+                      "assert type(i.schedule_storage).connect is S._pg_connect",
+                      "i.add_dynamic_partitions('tenant', ['x'])",
+                      "assert i.get_dynamic_partitions('tenant') == ['x']",
+                      "assert i.event_log_storage._riskml_pg_engine.pool.size() == 1"])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
