@@ -79,6 +79,27 @@ def platform(tmp_path_factory):
         yield Platform(root, instance)
 
 
+def in_forked_child(fn) -> str:
+    """Run ``fn()`` in a forked child (as a multiprocessing worker started with fork) and return the text it
+    returned; the child's failure fails the caller."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.close(read)
+            os.write(write, str(fn()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 1000).decode()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the forked child failed ({status})"
+    return answer
+
+
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 

@@ -17,7 +17,7 @@ import yaml
 
 from riskml_assets.core import simulator
 
-from .conftest import Platform, check_results, materialized
+from .conftest import Platform, check_results, in_forked_child, materialized
 
 pytestmark = pytest.mark.services
 
@@ -303,8 +303,6 @@ def test_postgres_storages_keep_one_checked_connection_and_a_forked_child_opens_
     """instance_storage on dagster-postgres: runs on a PostgreSQL instance open a handful of server connections
     instead of one per statement (Dagster's own methods, compared in the same test), give the same records, survive
     the server dropping the kept connection (checked before use), and a forked child does not use its parent's."""
-    import os
-
     import sqlalchemy
     from sqlalchemy import event
 
@@ -363,25 +361,13 @@ def test_postgres_storages_keep_one_checked_connection_and_a_forked_child_opens_
             assert runs(instance) == 0  # the new ones are kept in turn
             storage = instance.event_log_storage
             parent_engine = storage._riskml_pg_engine
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child
-                code = 1
-                try:
-                    os.close(read)
-                    forgot = "_riskml_pg_engine" not in storage.__dict__
-                    ok = dg.materialize([pg_kept], instance=instance, partition_key="a",
-                                        resources={"mem": dg.InMemoryIOManager()}).success
-                    fresh = storage._riskml_pg_engine is not parent_engine
-                    os.write(write, f"{forgot} {ok} {fresh}".encode())
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(write)
-            _, status = os.waitpid(pid, 0)
-            answer = os.read(read, 100).decode()
-            os.close(read)
-            assert os.waitstatus_to_exitcode(status) == 0 and answer == "True True True", answer
+            def child() -> str:
+                forgot = "_riskml_pg_engine" not in storage.__dict__
+                ok = dg.materialize([pg_kept], instance=instance, partition_key="a",
+                                    resources={"mem": dg.InMemoryIOManager()}).success
+                return f"{forgot} {ok} {storage._riskml_pg_engine is not parent_engine}"
+
+            assert in_forked_child(child) == "True True True"
             assert storage._riskml_pg_engine is parent_engine
             assert runs(instance) == 0  # the parent's kept connections still work after the child's exit
             assert len(instance.fetch_materializations(dg.AssetKey("pg_kept"), limit=100).records) == 6 * 3 + 1

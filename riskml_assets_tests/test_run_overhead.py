@@ -9,6 +9,8 @@ import dagster as dg
 from riskml_assets import resources
 from riskml_assets.resources import RiskmlSettings
 
+from .conftest import in_forked_child
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -233,8 +235,6 @@ def test_kept_connections_see_and_let_through_another_process_writes(tmp_path):
 def test_a_forked_child_opens_its_own_connections(tmp_path):
     """A forked process (e.g. a multiprocessing worker started with fork) must not use its parent's SQLite
     connections: the child forgets them, opens its own, and the parent's keep working."""
-    import os
-
     from riskml_assets import instance_storage as S
 
     S.install()
@@ -248,25 +248,13 @@ def test_a_forked_child_opens_its_own_connections(tmp_path):
         assert dg.materialize([forked], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
         parent_engines = dict(instance.event_log_storage._riskml_engines)
         assert parent_engines
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                os.close(read)
-                forgot = "_riskml_engines" not in instance.event_log_storage.__dict__
-                ok = dg.materialize([forked], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
-                mine = instance.event_log_storage._riskml_engines
-                fresh = all(e is not parent_engines.get(k) for k, e in mine.items())
-                os.write(write, f"{forgot} {ok} {fresh}".encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        answer = os.read(read, 100).decode()
-        os.close(read)
-        assert os.waitstatus_to_exitcode(status) == 0 and answer == "True True True", answer
+        def child() -> str:
+            forgot = "_riskml_engines" not in instance.event_log_storage.__dict__
+            ok = dg.materialize([forked], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
+            mine = instance.event_log_storage._riskml_engines
+            return f"{forgot} {ok} {all(e is not parent_engines.get(k) for k, e in mine.items())}"
+
+        assert in_forked_child(child) == "True True True"
         assert instance.event_log_storage._riskml_engines == parent_engines  # the parent's are untouched
         assert dg.materialize([forked], instance=instance, resources={"mem": dg.InMemoryIOManager()}).success
         assert len(instance.fetch_materializations(dg.AssetKey("forked"), limit=10).records) == 3
