@@ -421,7 +421,6 @@ class DagsterFloor:
         graph = plat.defs.resolve_asset_graph()
         self.keys = set(plat.defs.resolve_job_def(job).asset_layer.executable_asset_keys)
         self.parents = {p for k in self.keys for p in graph.get(k).parent_keys} - self.keys
-        self.shape: dict[str, dict] = {}  # per asset: its inputs (parent -> mapping type) and checks, for the test
         assets = []
         for key in sorted(self.keys | self.parents, key=lambda k: k.to_user_string()):
             node = graph.get(key)
@@ -429,14 +428,10 @@ class DagsterFloor:
             real = sorted((c for c in node.assets_def.check_specs if c.asset_key == key), key=lambda c: c.name) \
                 if key in self.keys else []
             checks = [c.name for c in real]
-            self.shape[key.to_user_string()] = {"inputs": {p.to_user_string(): type(m).__name__ for p, m in ins.items()},
-                                                "checks": checks}
             with warnings.catch_warnings():  # partitioned check specs (as the project's gates) are a preview
                 warnings.simplefilter("ignore")
                 specs = [dg.AssetCheckSpec(c.name, asset=self._key(key), blocking=c.blocking,
-                                           **({"partitions_def": c.partitions_def}
-                                              if getattr(c, "partitions_def", None) is not None else {}))
-                         for c in real]
+                                           partitions_def=c.partitions_def) for c in real]
             assets.append(dg.asset(key=self._key(key), partitions_def=node.partitions_def, check_specs=specs or None,
                                    ins={"_".join(p.path): dg.AssetIn(key=self._key(p), partition_mapping=m)
                                         for p, m in ins.items()})(self._noop(self._key(key), checks)))

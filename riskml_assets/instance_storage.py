@@ -219,20 +219,27 @@ def _delete_dynamic_partition(self, partitions_def_name: str, partition_key: str
     _stock(type(self), "delete_dynamic_partition")(self, partitions_def_name, partition_key)
 
 
-def _has_table(self, table_name: str) -> bool:
+def _remembered_table(storage, table_name: str, ask) -> bool:
     """A table, once there, stays (migrations only add them; ``wipe`` forgets): a present one is remembered, an
-    absent one asked again."""
-    tables = self.__dict__.setdefault("_riskml_tables", set())
+    absent one asked again (``ask()``)."""
+    tables = storage.__dict__.setdefault("_riskml_tables", set())
     if table_name in tables:
         return True
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
-
-    engine = engine_for(self, self.conn_string_for_shard(INDEX_SHARD_NAME), _event_log_connect_args())
-    with engine.connect() as conn:
-        found = bool(engine.dialect.has_table(conn, table_name))
+    found = ask()
     if found:
         tables.add(table_name)
     return found
+
+
+def _has_table(self, table_name: str) -> bool:  # SqliteEventLogStorage.has_table, through the kept engine
+    def ask() -> bool:
+        from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
+
+        engine = engine_for(self, self.conn_string_for_shard(INDEX_SHARD_NAME), _event_log_connect_args())
+        with engine.connect() as conn:
+            return bool(engine.dialect.has_table(conn, table_name))
+
+    return _remembered_table(self, table_name, ask)
 
 
 def pg_engine_for(storage):
@@ -266,13 +273,7 @@ def _pg_connect(self, *_run_id):  # PostgresEventLogStorage._connect, Postgres{R
 def _pg_has_table(self, table_name: str) -> bool:
     """PostgresEventLogStorage.has_table with the memory of present tables: Dagster asks it inside an open
     transaction (before storing each asset event's tags), so each question took a second connection."""
-    tables = self.__dict__.setdefault("_riskml_tables", set())
-    if table_name in tables:
-        return True
-    found = _stock(type(self), "has_table")(self, table_name)
-    if found:
-        tables.add(table_name)
-    return found
+    return _remembered_table(self, table_name, lambda: _stock(type(self), "has_table")(self, table_name))
 
 
 def _drop_engines(storage, close: bool = True) -> None:

@@ -64,7 +64,6 @@ def remember_window_offsets(maxsize: int = 4096) -> None:
             return current(partitions_def, dt, offset)
 
     offsetted.riskml_remembered = True
-    offsetted.cache_info = remembered.cache_info
     tw._offsetted_datetime = offsetted  # noqa: SLF001
 
 
